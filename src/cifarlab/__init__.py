@@ -1,0 +1,1 @@
+"""cifarlab: train, compare, inspect and ship small-image classifiers."""

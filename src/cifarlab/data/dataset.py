@@ -1,0 +1,122 @@
+"""In-memory image datasets: uint8 tensors plus class names, and the stratified validation split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Split:
+    """One split of a dataset, whole in memory.
+
+    Attributes:
+        images: (N, 3, H, W) uint8 tensor.
+        labels: (N,) int64 tensor of class indices.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        assert self.images.dtype == torch.uint8 and self.images.ndim == 4, (self.images.dtype, self.images.shape)
+        assert self.labels.dtype == torch.int64 and self.labels.shape == (len(self.images),)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> Split:
+        """Return this split on `device` (a no-op when it is already there)."""
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> Split:
+        """Return the rows named by `index` (an index or boolean mask)."""
+        index = torch.as_tensor(index, device=self.labels.device)
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass
+class Dataset:
+    """A labelled image dataset: train and test splits, an optional validation split, and class names."""
+
+    class_names: list[str]
+    train: Split
+    test: Split
+    val: Split | None = None
+    source: str = ""  # where it came from, for run metadata ('cifar10' or a folder path)
+    notes: list[str] = field(default_factory=list)  # warnings worth showing the user (e.g. skipped images)
+
+    @property
+    def image_size(self) -> int:
+        """Side length of the (square) images."""
+        return int(self.train.images.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices into train and validation parts with every class in proportion.
+
+    The validation part takes `val_size` rows; each class contributes its share, rounded by the
+    largest-remainder method so the total is exact. The same `seed` gives the same split.
+
+    Args:
+        labels: (N,) class indices.
+        val_size: rows to hold out; 0 keeps everything for training.
+        seed: seed of the shuffle.
+
+    Returns:
+        (train_index, val_index), both sorted int64 tensors.
+
+    Raises:
+        ValueError: if `val_size` is negative or leaves no training rows.
+    """
+    n = len(labels)
+    if val_size < 0:
+        raise ValueError(f"--val-size must be 0 or more, got {val_size}")
+    if val_size >= n:
+        raise ValueError(f"--val-size {val_size} leaves no training images (the train split has {n}); use a smaller value")
+    all_index = np.arange(n)
+    if val_size == 0:
+        return torch.from_numpy(all_index), torch.zeros(0, dtype=torch.int64)
+    labels_np = labels.cpu().numpy()
+    classes, counts = np.unique(labels_np, return_counts=True)
+    exact = counts * (val_size / n)
+    share = np.floor(exact).astype(np.int64)
+    # hand the rows lost to rounding to the classes with the largest remainders
+    for i in np.argsort(-(exact - share), kind="stable")[: val_size - share.sum()]:
+        share[i] += 1
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for cls, k in zip(classes, share):
+        members = all_index[labels_np == cls]
+        val_parts.append(rng.permutation(members)[:k])
+    val_index = np.sort(np.concatenate(val_parts))
+    train_mask = np.ones(n, dtype=bool)
+    train_mask[val_index] = False
+    return torch.from_numpy(all_index[train_mask]), torch.from_numpy(val_index)
+
+
+def with_validation(dataset: Dataset, val_size: int, seed: int) -> Dataset:
+    """Return `dataset` with a validation split.
+
+    A validation split the dataset already has (a `val/` folder) is kept as it is; otherwise
+    `val_size` stratified rows are held out of train.
+    """
+    if dataset.val is not None:
+        return dataset
+    train_index, val_index = stratified_split(dataset.train.labels, val_size, seed)
+    val = dataset.train.subset(val_index) if len(val_index) else None
+    return Dataset(
+        class_names=dataset.class_names,
+        train=dataset.train.subset(train_index),
+        test=dataset.test,
+        val=val,
+        source=dataset.source,
+        notes=dataset.notes,
+    )
