@@ -1,0 +1,220 @@
+"""The Python API behind the CLI: resolve a config, train a run, evaluate or load a saved model."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarlab import __version__
+from cifarlab._io import write_json
+from cifarlab.classifier import Classifier
+from cifarlab.config import DataConfig, RunConfig, TrainConfig, apply_overrides, load_toml
+from cifarlab.data import Dataset, load_dataset
+from cifarlab.evaluation.metrics import EvalResult
+from cifarlab.presets import DEFAULT_PRESET, get_preset
+from cifarlab.reports.plots import plot_history
+from cifarlab.training.callbacks import Callback
+from cifarlab.training.checkpoint import CHECKPOINT_NAME
+from cifarlab.training.history import History
+from cifarlab.training.trainer import Trainer
+
+_SHORT_KEYS = {
+    **{f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)},
+    **{f.name: f"train.{f.name}" for f in dataclasses.fields(TrainConfig)},
+    "data": "data.source",
+}
+
+
+def resolve_config(preset: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Build a run config: the preset, then a TOML file, then explicit overrides (None values are skipped).
+
+    Overrides may use short names (`epochs=5`, `val_size=0`, `data='path'`) or dotted ones (`train.epochs`).
+
+    Raises:
+        KeyError: for an unknown preset.
+        ValueError: for an unknown key or an invalid value.
+    """
+    config = get_preset(preset or DEFAULT_PRESET).config
+    if config_file is not None:
+        config = apply_overrides(config, load_toml(config_file))
+    expanded = {_SHORT_KEYS.get(key, key): value for key, value in overrides.items()}
+    return apply_overrides(config, expanded)
+
+
+@dataclass
+class RunResult:
+    """What `train` returns: where the run went and how it did."""
+
+    run_dir: Path
+    config: RunConfig
+    history: History
+    test: EvalResult
+    best_epoch: int | None
+    train_seconds: float
+    notes: list[str]
+
+    def summary(self) -> str:
+        """A one-line summary of the run."""
+        epochs = len(self.history)
+        minutes, seconds = divmod(round(self.train_seconds), 60)
+        parts = [f"{self.config.preset}: {epochs} epochs in {minutes}m{seconds:02d}s"]
+        if self.best_epoch is not None:
+            parts.append(f"best val_accuracy {self.history.history['val_accuracy'][self.best_epoch - 1]:.4f} "
+                         f"(epoch {self.best_epoch})")  # fmt: skip
+        parts.append(f"test accuracy {self.test.accuracy:.4f}")
+        return ", ".join(parts)
+
+
+def make_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    """The run directory: `config.out`, or runs/<preset>-<timestamp> (made unique)."""
+    if config.out is not None:
+        path = Path(config.out)
+        if path.exists() and any(path.iterdir()):
+            raise ValueError(f"--out {path} exists and is not empty; choose a new directory")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{config.preset}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def git_revision() -> str | None:
+    """The git commit of the cifarlab source, when it runs from a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def train(
+    preset: str | None = None,
+    *,
+    config: RunConfig | None = None,
+    config_file: str | Path | None = None,
+    dataset: Dataset | None = None,
+    callbacks: list[Callback] | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Train a preset and save the run.
+
+    Args:
+        preset: a name from `cifarlab presets` (default: the default preset).
+        config: a complete RunConfig to use instead of preset + overrides.
+        config_file: a TOML file applied over the preset.
+        dataset: data already in memory (otherwise `config.data` says where to load it from).
+        callbacks: extra callbacks.
+        **overrides: config overrides, e.g. `epochs=5, data="path/to/folder", val_size=0`.
+
+    Returns:
+        A RunResult; the run directory holds config.json, history.csv, model.safetensors + model.json,
+        metrics.json, loss.png and accuracy.png.
+
+    Example:
+        >>> result = cifarlab.train("proyecto4", data="../shared/datasets/cifar10-jpeg", epochs=5)
+        >>> result.test.percent()
+        '> 71.230'
+    """
+    config = config or resolve_config(preset, config_file, **overrides)
+    if dataset is None:
+        data = config.data
+        dataset = load_dataset(
+            data.source,
+            data_dir=data.data_dir,
+            image_size=data.image_size,
+            skip_bad_images=data.skip_bad_images,
+            progress=not config.quiet,
+        )
+    run_dir = make_run_dir(config)
+    trainer = Trainer(config, dataset, run_dir=run_dir, callbacks=callbacks)
+    write_json(
+        run_dir / "config.json",
+        {
+            "config": config.to_dict(),
+            "git_revision": git_revision(),
+            "cifarlab_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "device": str(trainer.device),
+            "precision": trainer.precision,
+            "dataset": {
+                "source": dataset.source,
+                "class_names": dataset.class_names,
+                "train": len(trainer.train_split),
+                "val": len(trainer.val_split) if trainer.val_split is not None else 0,
+                "test": len(trainer.test_split),
+            },
+        },
+    )
+    history = trainer.fit()
+    best_epoch = trainer.restore_best()
+    test = trainer.evaluate(trainer.test_split)
+    train_seconds = sum(history.history["seconds"])
+    val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
+    trainer.save_model(
+        run_dir / CHECKPOINT_NAME,
+        metrics={"test_accuracy": test.accuracy, "test_loss": test.loss, **val},
+        epoch=best_epoch or trainer.epoch,
+    )
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "test_accuracy": test.accuracy,
+            "test": test.to_dict(dataset.class_names),
+            "epochs_run": len(history),
+            "best_epoch": best_epoch,
+            "train_seconds": train_seconds,
+            **val,
+        },
+    )
+    plot_history(history, run_dir)
+    return RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
+
+
+def load(path: str | Path, *, device: str = "auto", precision: str = "auto") -> Classifier:
+    """Load a trained model from a run directory or a checkpoint file.
+
+    Example:
+        >>> clf = cifarlab.load("runs/proyecto4-20261128-101500")
+        >>> probabilities = clf.predict(images)  # (N, 3, 32, 32) uint8
+    """
+    return Classifier.load(path, device=device, precision=precision)
+
+
+def evaluate(
+    path: str | Path,
+    *,
+    data: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate a saved model on the test split of a dataset (by default the one it was trained on).
+
+    Raises:
+        ValueError: if the dataset's classes differ from the model's.
+    """
+    classifier = load(path, device=device, precision=precision)
+    source = data or classifier.meta.get("data_source") or "cifar10"
+    dataset = load_dataset(source, data_dir=data_dir, image_size=classifier.image_size, progress=progress)
+    if dataset.class_names != classifier.class_names:
+        raise ValueError(
+            f"the classes of {source} ({', '.join(dataset.class_names)}) differ from the model's "
+            f"({', '.join(classifier.class_names)})"
+        )
+    return classifier.evaluate(dataset.test)

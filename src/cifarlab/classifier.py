@@ -1,0 +1,81 @@
+"""A trained model ready for use: weights, class names and input scaling, loaded from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarlab.data.dataset import Split
+from cifarlab.data.loader import Normalization
+from cifarlab.evaluation.metrics import EvalResult, evaluate_model, predict_logits
+from cifarlab.models.registry import create_model
+from cifarlab.training.checkpoint import load_state, read_checkpoint, resolve_checkpoint
+from cifarlab.training.device import resolve_device, resolve_precision
+
+
+class Classifier:
+    """A model with what it takes to feed it: class names, image size and normalisation.
+
+    Build one with `Classifier.load(path)` (or `cifarlab.load`).
+    """
+
+    def __init__(
+        self, model: nn.Module, meta: dict[str, Any], *, device: str = "auto", precision: str = "auto"
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.meta = meta
+        # same memory format as in training, so evaluation reproduces the trainer's numbers exactly
+        self.channels_last = bool(meta.get("channels_last", False))
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format).eval()
+        self.class_names: list[str] = list(meta["class_names"])
+        self.image_size: int = int(meta["image_size"])
+        self.normalization = Normalization(tuple(meta["normalization"]["mean"]), tuple(meta["normalization"]["std"]))
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto", precision: str = "auto") -> Classifier:
+        """Load a checkpoint written by cifarlab (a run directory or its model.safetensors).
+
+        Raises:
+            FileNotFoundError: if there is no checkpoint there.
+            ValueError: if the files are unreadable or do not fit the model they name.
+        """
+        weights = resolve_checkpoint(path)
+        state, meta = read_checkpoint(weights)
+        try:
+            model = create_model(meta["model"], **meta.get("model_kwargs", {}))
+        except KeyError as error:
+            raise ValueError(f"{weights}: {error.args[0]}") from None
+        load_state(model, state, weights)
+        return cls(model, meta, device=device, precision=precision)
+
+    def predict(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Class probabilities (N, K) for (N, 3, H, W) uint8 images of the model's image size."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
+        split = Split(images.to(self.device), torch.zeros(len(images), dtype=torch.int64, device=self.device))
+        logits = predict_logits(
+            self.model,
+            split,
+            self.normalization,
+            batch_size=batch_size,
+            precision=self.precision,
+            channels_last=self.channels_last,
+        )
+        return logits.softmax(dim=1).cpu()
+
+    def evaluate(self, split: Split, batch_size: int = 1000) -> EvalResult:
+        """Loss, accuracy and confusion matrix on a labelled split."""
+        return evaluate_model(
+            self.model,
+            split.to(self.device),
+            self.normalization,
+            len(self.class_names),
+            batch_size=batch_size,
+            precision=self.precision,
+            channels_last=self.channels_last,
+        )

@@ -1,0 +1,148 @@
+"""The `cifarlab` command: one subcommand per public function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cifarlab import api
+from cifarlab.models import count_params, create_model, list_models
+from cifarlab.presets import DEFAULT_PRESET, get_preset, list_presets
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", metavar="SOURCE", help="'cifar10' (official archive, downloaded and cached) or an image folder "
+        "with train/ and test/ (optional val/), one subfolder per class",
+    )  # fmt: skip
+    parser.add_argument("--data-dir", metavar="DIR", help="folder already holding cifar-10-python.tar.gz or "
+                        "cifar-10-batches-py/ (nothing is downloaded)")  # fmt: skip
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                        help="auto: bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `cifarlab` command."""
+    parser = argparse.ArgumentParser(prog="cifarlab", description="Train, compare and ship CIFAR-10 classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("presets", help="list the named presets with parameter counts and the seed's accuracy")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'proyecto*'")
+    p.add_argument("--details", action="store_true", help="also show each recipe and the choices made where "
+                   "the seed is silent")  # fmt: skip
+
+    p = sub.add_parser("models", help="list the registered model architectures")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter")
+
+    p = sub.add_parser("train", help="train a preset and save the run (checkpoint, history, metrics, plots)")
+    p.add_argument("--preset", default=None, help=f"a name from 'cifarlab presets' (default {DEFAULT_PRESET})")
+    p.add_argument("--config", metavar="TOML", help="run config file applied over the preset, before the flags")
+    _add_data_flags(p)
+    p.add_argument("--image-size", type=int, help="side image-folder images are resized to (default 32)")
+    p.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="warn about unreadable images and skip them instead of stopping")  # fmt: skip
+    p.add_argument("--val-size", type=int, help="images held out of train for validation, stratified (seed: "
+                   "10000); 0 trains on all")  # fmt: skip
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--patience", type=int, help="epochs without improvement before early stopping")
+    p.add_argument("--no-early-stop", action="store_true", help="run every epoch (keeps the best checkpoint)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
+    p.add_argument("--seed", type=int, help="seed of the split, initialisation, shuffling and augmentation")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<timestamp>)")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a test split and print '> accuracy'")
+    p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory or its model.safetensors")
+    _add_data_flags(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _presets(args: argparse.Namespace) -> None:
+    names = list_presets(args.pattern)
+    if not names:
+        raise ValueError(f"no preset matches '{args.pattern}' (see 'cifarlab presets')")
+    header = f"{'preset':<11} {'model':<10} {'total':>11} {'trainable':>11} {'non-train.':>10} {'seed acc.':>9}  recipe"
+    print(header)
+    for name in names:
+        preset = get_preset(name)
+        counts = count_params(create_model(preset.config.model))
+        seed_acc = f"{preset.seed_accuracy:.2f}" if preset.seed_accuracy is not None else "-"
+        print(
+            f"{name:<11} {preset.config.model:<10} {counts.total:>11,} {counts.trainable:>11,} "
+            f"{counts.non_trainable:>10,} {seed_acc:>9}  {preset.summary}"
+        )
+        if args.details:
+            recipe = preset.config.train
+            print(f"    recipe: {recipe.optimizer} lr {recipe.lr:g} (epsilon {recipe.adam_epsilon:g}), "
+                  f"{recipe.epochs} epochs, batch {recipe.batch_size}"
+                  + (f", {recipe.steps_per_epoch} steps/epoch" if recipe.steps_per_epoch else "")
+                  + f", val split {preset.config.data.val_size}, inputs {preset.config.data.normalize}")  # fmt: skip
+            if recipe.augment.enabled:
+                print(f"    augmentation: {recipe.augment.to_dict()}")
+            for choice in preset.choices:
+                print(f"    - {choice}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    overrides = {
+        "data": args.data,
+        "data_dir": args.data_dir,
+        "image_size": args.image_size,
+        "skip_bad_images": args.skip_bad_images,
+        "val_size": args.val_size,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "patience": args.patience,
+        "early_stopping": () if args.no_early_stop else None,
+        "compile": args.compile,
+        "channels_last": False if args.no_channels_last else None,
+        "seed": args.seed,
+        "out": args.out,
+        "quiet": args.quiet,
+        "device": args.device,
+        "precision": args.precision,
+    }
+    result = api.train(args.preset, config_file=args.config, **overrides)
+    print(result.summary())
+    print(result.test.percent())
+    print(f"run saved to {result.run_dir}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    result = api.evaluate(
+        args.path,
+        data=args.data,
+        data_dir=args.data_dir,
+        device=args.device or "auto",
+        precision=args.precision or "auto",
+        progress=not args.quiet,
+    )
+    print(result.percent())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (errors print one line, no traceback)."""
+    args = build_parser().parse_args(argv)
+    handlers = {"presets": _presets, "models": lambda a: print("\n".join(list_models(a.pattern))),
+                "train": _train, "evaluate": _evaluate}  # fmt: skip
+    try:
+        handlers[args.command](args)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        print(f"cifarlab: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cifarlab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Run configuration: DataConfig, TrainConfig and RunConfig, their validation and their overrides.
+
+Config moves one way: preset -> optional TOML file -> explicit flags -> `RunConfig` -> `Trainer`.
+Defaults live only in the dataclass fields below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cifarlab.data.augment import AugmentConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Normalize = Literal["scale", "standardize"]
+Optimizer = Literal["adam", "sgd"]
+Schedule = Literal["constant", "warmup_linear"]
+Monitor = Literal["val_loss", "val_accuracy"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are split and scaled."""
+
+    source: str = "cifar10"  # 'cifar10' (the official archive) or the path of an image folder
+    data_dir: str | None = None  # folder already holding the CIFAR-10 archive or cifar-10-batches-py/: no download
+    image_size: int = 32  # side in pixels that image-folder images are resized to
+    val_size: int = 10_000  # images held out of train for validation, stratified; 0 = train on all
+    skip_bad_images: bool = False  # warn about unreadable images instead of stopping
+    normalize: Normalize = "scale"  # 'scale': x/255 as Keras' rescale; 'standardize': train-split mean/std
+
+    def __post_init__(self) -> None:
+        _check_choice("data.normalize", self.normalize, Normalize)
+        if self.image_size < 8:
+            raise ValueError(f"--image-size must be at least 8 pixels, got {self.image_size}")
+        if self.val_size < 0:
+            raise ValueError(f"--val-size must be 0 or more, got {self.val_size}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    steps_per_epoch: int | None = None  # batches per epoch drawn from an endless shuffled stream; None = one pass
+    optimizer: Optimizer = "adam"
+    lr: float = 1e-3  # peak learning rate
+    adam_epsilon: float = 1e-7  # Keras' default (PyTorch's own default is 1e-8)
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = True  # SGD only
+    weight_decay: float = 0.0  # L2 added to the gradient (coupled), per step
+    schedule: Schedule = "constant"  # 'warmup_linear': linear rise over warmup_epochs, then linear decay to 0
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    checkpoint_best: bool = False  # Keras ModelCheckpoint(monitor='val_accuracy', save_best_only=True)
+    early_stopping: tuple[Monitor, ...] = ()  # one Keras EarlyStopping per monitor, restoring its best weights
+    patience: int = 10  # epochs without improvement before an EarlyStopping ends the run
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_choice("train.optimizer", self.optimizer, Optimizer)
+        _check_choice("train.schedule", self.schedule, Schedule)
+        for monitor in self.early_stopping:
+            _check_choice("train.early_stopping", monitor, Monitor)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"train.steps_per_epoch must be at least 1 or unset, got {self.steps_per_epoch}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.patience < 1:
+            raise ValueError(f"--patience must be at least 1 epoch, got {self.patience}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs: the preset it came from, data, model, recipe and machine settings."""
+
+    preset: str = "proyecto4"
+    model: str = "proyecto4"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    out: str | None = None  # run directory; None = runs/<preset>-<timestamp>
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("--device", self.device, Literal["auto", "cpu", "cuda"])
+        _check_choice("--precision", self.precision, Literal["auto", "bf16", "fp32"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-friendly values."""
+        return dataclasses.asdict(self)
+
+
+def _check_choice(name: str, value: object, choices: Any) -> None:
+    allowed = choices.__args__
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got '{value}'")
+
+
+_SECTIONS = {"data": DataConfig, "train": TrainConfig}
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return `config` with `overrides` applied; keys are 'field', 'data.field' or 'train.field'.
+
+    Values that are None are skipped, so unset CLI flags never hide preset defaults. Nested dicts
+    (as read from TOML: {'train': {'epochs': 5}}) are accepted too.
+
+    Raises:
+        ValueError: for an unknown key (with the closest names) or an invalid value.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and key in _SECTIONS:
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        cls = _SECTIONS.get(section) if section else RunConfig
+        if cls is None:
+            raise ValueError(f"unknown config section '{section}' in '{key}'; allowed: {', '.join(_SECTIONS)}")
+        names = [f.name for f in dataclasses.fields(cls) if not (cls is RunConfig and f.name in _SECTIONS)]
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown config key '{key}'{hint} (allowed: {', '.join(names)})")
+        if name == "augment" and isinstance(value, dict):
+            value = AugmentConfig.from_dict(value)
+        if name == "early_stopping":
+            value = tuple(value)
+        (nested[section] if section else top)[name] = value
+    for section, values in nested.items():
+        if values:
+            top[section] = dataclasses.replace(getattr(config, section), **values)
+    return dataclasses.replace(config, **top)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a run config TOML file (top-level keys, [data] and [train] tables).
+
+    Raises:
+        FileNotFoundError: if the file is missing.
+        ValueError: if it is not valid TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist (--config)")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig saved with `RunConfig.to_dict()` (e.g. from a run's config.json)."""
+    return apply_overrides(RunConfig(), data)

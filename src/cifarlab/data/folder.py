@@ -1,0 +1,323 @@
+"""Load a dataset from image folders (`root/train/<class>/*`, `root/test/<class>/*`), decoding once and caching."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from cifarlab.data.dataset import Dataset, Split
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+_SPLITS = ("train", "test", "val")
+_CACHE_VERSION = 1  # bump when decoding or the cache layout changes, so old cache files stop matching
+_MIN_PARALLEL_FILES = 512  # below this a worker pool costs more than it saves
+_LAYOUT = "{root}/train/<class>/<image> and {root}/test/<class>/<image> (optionally {root}/val/<class>/<image>)"
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def _cache_home() -> Path:
+    """Root of cifarlab's cache: $CIFARLAB_HOME, else ~/.cache/cifarlab."""
+    return Path(os.environ.get("CIFARLAB_HOME", "~/.cache/cifarlab")).expanduser()
+
+
+@dataclass
+class _Listing:
+    """The image files of one folder dataset, in load order."""
+
+    class_names: list[str]
+    files: list[Path]  # all splits, concatenated in _SPLITS order
+    labels: np.ndarray  # (N,) int64
+    split_sizes: dict[str, int]  # split name -> number of files; only splits that exist
+    fingerprint: list[str]  # one 'relpath size mtime_ns' line per file
+
+
+def load_image_folder(
+    root: str | Path,
+    *,
+    image_size: int = 32,
+    skip_bad_images: bool = False,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Load a labelled dataset from image folders, one subfolder per class.
+
+    The expected layout is `root/train/<class>/<image>` and `root/test/<class>/<image>`, with an
+    optional `root/val/<class>/<image>` (kept as the validation split). Class names are the sorted
+    folder names under `train/`; `test/` and `val/` must have the same classes. Images are the files
+    directly in each class folder whose suffix is one of `IMAGE_SUFFIXES` (any case); hidden and other
+    files are ignored, and files load in sorted name order.
+
+    Every image becomes RGB: transparent images are composited onto black, 16-bit grayscale is scaled
+    to 8 bits, EXIF rotation is applied, and other modes (L, P, CMYK, ...) use Pillow's conversion.
+    Images that are not `image_size` square are resized with bicubic filtering (without keeping the
+    aspect ratio).
+
+    Decoded arrays are cached in `<cache_dir>/folders/` (default `$CIFARLAB_HOME/folders/`, i.e.
+    `~/.cache/cifarlab/folders/`). The cache key covers the folder's path, the options and every
+    image's relative path, size and modification time, so editing, adding or removing an image
+    decodes the folder again; an unchanged folder loads without decoding anything.
+
+    Args:
+        root: folder holding `train/`, `test/` and optionally `val/`.
+        image_size: side length in pixels of the returned (square) images.
+        skip_bad_images: skip files Pillow cannot read (with a warning and a note in `Dataset.notes`)
+            instead of raising.
+        cache_dir: cache root; `None` uses `$CIFARLAB_HOME` or `~/.cache/cifarlab`.
+        workers: decoding processes; `None` uses `os.cpu_count()`, 1 decodes in this process.
+        progress: show a progress bar while decoding.
+
+    Returns:
+        A `Dataset` whose splits hold (N, 3, image_size, image_size) uint8 images and int64 labels.
+
+    Raises:
+        FileNotFoundError: if `root`, `root/train` or `root/test` does not exist.
+        ValueError: if the layout is wrong (a split without class folders, an empty class folder,
+            class folders that differ between splits), an image cannot be read and `skip_bad_images`
+            is off, or an option is out of range.
+
+    Example:
+        >>> data = load_image_folder("~/data/pets", image_size=64)  # doctest: +SKIP
+        >>> data.class_names, data.train.images.shape  # doctest: +SKIP
+        (['cat', 'dog'], torch.Size([800, 3, 64, 64]))
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be 1 or more, got {image_size}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be 1 or more (or None for one per CPU), got {workers}")
+    folder = Path(root).expanduser()
+    listing = _list_images(folder)
+    cache_path = _cache_path(Path(cache_dir) if cache_dir is not None else _cache_home(), folder, listing,
+                             image_size, skip_bad_images)
+
+    arrays = _read_cache(cache_path)
+    if arrays is None:
+        arrays = _build_arrays(listing, image_size, skip_bad_images, workers or os.cpu_count() or 1, progress)
+        _write_cache(cache_path, arrays)
+
+    notes = [str(note) for note in arrays["notes"]]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    splits = {name: Split(torch.from_numpy(arrays[f"{name}_images"]), torch.from_numpy(arrays[f"{name}_labels"]))
+              for name in listing.split_sizes}
+    return Dataset(
+        class_names=listing.class_names,
+        train=splits["train"],
+        test=splits["test"],
+        val=splits.get("val"),
+        source=str(root),
+        notes=notes,
+    )
+
+
+def _list_images(root: Path) -> _Listing:
+    """Find the class folders and image files under `root`, checking the layout."""
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {root} does not exist; expected {_LAYOUT.format(root=root)}")
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} is a file, not a folder; expected {_LAYOUT.format(root=root)}")
+    for required in ("train", "test"):
+        if not (root / required).is_dir():
+            raise FileNotFoundError(f"{root} has no {required}/ folder; expected {_LAYOUT.format(root=root)}")
+
+    split_classes = {name: _class_folders(root / name) for name in _SPLITS if (root / name).is_dir()}
+    class_names = split_classes["train"]
+    for name, classes in split_classes.items():
+        if classes != class_names:
+            missing = ", ".join(repr(c) for c in class_names if c not in classes) or "none"
+            extra = ", ".join(repr(c) for c in classes if c not in class_names) or "none"
+            raise ValueError(f"{root / name} has different class folders from {root / 'train'} (missing: {missing}; "
+                             f"extra: {extra}); give {name}/ the same class folders as train/")
+
+    files: list[Path] = []
+    labels: list[int] = []
+    fingerprint: list[str] = []
+    split_sizes: dict[str, int] = {}
+    for name in split_classes:
+        start = len(files)
+        for label, class_name in enumerate(class_names):
+            class_dir = root / name / class_name
+            entries = sorted((e for e in os.scandir(class_dir) if _is_image(e)), key=lambda e: e.name)
+            if not entries:
+                raise ValueError(f"class {class_name!r} in {root / name} is empty (no {_suffix_list()} files in "
+                                 f"{class_dir}); add images to it or remove the folder from every split")
+            for entry in entries:
+                stat = entry.stat()
+                files.append(Path(entry.path))
+                fingerprint.append(f"{name}/{class_name}/{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}")
+            labels.extend([label] * len(entries))
+        split_sizes[name] = len(files) - start
+    return _Listing(class_names, files, np.asarray(labels, dtype=np.int64), split_sizes, fingerprint)
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """Sorted names of the non-hidden subfolders of `split_dir`; raise if there are none."""
+    names = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if not names:
+        raise ValueError(f"{split_dir} has no class folders; put each class's images in {split_dir}/<class>/")
+    return names
+
+
+def _is_image(entry: os.DirEntry) -> bool:
+    """Whether a directory entry is a visible file with an image suffix."""
+    name = entry.name
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and entry.is_file()
+
+
+def _suffix_list() -> str:
+    """The accepted suffixes, for error messages."""
+    return "/".join(sorted(IMAGE_SUFFIXES))
+
+
+def _cache_path(cache_root: Path, root: Path, listing: _Listing, image_size: int, skip_bad_images: bool) -> Path:
+    """Cache file for this folder and options: '<options hash>-<files hash>.npz' under `cache_root/folders`."""
+    options = f"{_CACHE_VERSION}\0{root.resolve()}\0{image_size}\0{skip_bad_images}\0{Image.__version__}"
+    options_key = hashlib.sha256(options.encode()).hexdigest()[:16]
+    files_key = hashlib.sha256("\n".join(listing.fingerprint).encode()).hexdigest()[:24]
+    return cache_root / "folders" / f"{options_key}-{files_key}.npz"
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """Arrays stored at `path`, or None when it is missing; an unreadable file is deleted."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except Exception as error:  # a truncated or foreign file can fail in many ways (zip, format, OS errors)
+        warnings.warn(f"deleting unreadable cache file {path} ({type(error).__name__}: {error}); decoding again",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Store `arrays` at `path` atomically and delete older cache files of the same folder and options."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as temp:
+                np.savez(temp, **arrays)  # uncompressed: a cache hit should cost a read, not a decompression
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        options_key = path.stem.split("-")[0]
+        for stale in path.parent.glob(f"{options_key}-*.npz"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    except OSError as error:
+        warnings.warn(f"could not write the image cache {path} ({error}); the folder will be decoded again next "
+                      f"time (set cache_dir or $CIFARLAB_HOME to a writable folder)", stacklevel=3)
+
+
+def _build_arrays(listing: _Listing, image_size: int, skip_bad_images: bool, workers: int,
+                  progress: bool) -> dict[str, np.ndarray]:
+    """Decode every listed image into the arrays stored in the cache."""
+    images, errors = _decode_files([str(f) for f in listing.files], image_size, workers, progress)  # (N, S, S, 3)
+    notes: list[str] = []
+    keep = np.ones(len(listing.files), dtype=bool)
+    first_bad = ""
+    if errors:
+        first_index, first_error = min(errors.items())
+        first_bad = f"{listing.files[first_index]}: {first_error}"
+        more = f" (and {len(errors) - 1} more unreadable files)" if len(errors) > 1 else ""
+        if not skip_bad_images:
+            raise ValueError(f"cannot read image {first_bad}{more}; fix or delete it, or pass --skip-bad-images "
+                             f"(skip_bad_images=True) to skip unreadable files")
+        keep[list(errors)] = False
+        notes.append(f"skipped {len(errors)} unreadable images (first: {first_bad})")
+
+    arrays: dict[str, np.ndarray] = {"notes": np.asarray(notes, dtype=str)}
+    start = 0
+    for name, size in listing.split_sizes.items():
+        part = slice(start, start + size)
+        start += size
+        split_keep = keep[part]
+        if not split_keep.any():
+            raise ValueError(f"no readable images in {listing.files[part.start].parents[1]}: all {size} failed to "
+                             f"decode (first: {first_bad})")
+        split_images = images[part][split_keep] if not split_keep.all() else images[part]
+        arrays[f"{name}_images"] = np.ascontiguousarray(split_images.transpose(0, 3, 1, 2))  # (N, 3, S, S)
+        arrays[f"{name}_labels"] = listing.labels[part][split_keep]
+    return arrays
+
+
+def _decode_files(paths: list[str], image_size: int, workers: int,
+                  progress: bool) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode `paths` into an (N, S, S, 3) uint8 array; also return {index: error} for unreadable files."""
+    images = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    errors: dict[int, str] = {}
+    chunk_size = max(64, min(1024, len(paths) // (workers * 8) + 1))
+    starts = range(0, len(paths), chunk_size)
+    with tqdm(total=len(paths), desc="decoding images", unit="img", disable=not progress) as bar:
+
+        def store(start: int, result: tuple[np.ndarray, dict[int, str]]) -> None:
+            chunk, chunk_errors = result
+            images[start : start + len(chunk)] = chunk
+            errors.update({start + i: message for i, message in chunk_errors.items()})
+            bar.update(len(chunk))
+
+        if workers == 1 or len(paths) < _MIN_PARALLEL_FILES:
+            for start in starts:
+                store(start, _decode_chunk(paths[start : start + chunk_size], image_size))
+        else:
+            with _process_pool(workers) as pool:
+                futures = {pool.submit(_decode_chunk, paths[s : s + chunk_size], image_size): s for s in starts}
+                for future in as_completed(futures):
+                    store(futures[future], future.result())
+    return images, errors
+
+
+def _process_pool(workers: int) -> Executor:
+    """A process pool; forked where possible, as a spawned worker would first re-import torch (~seconds)."""
+    method = "fork" if "fork" in get_all_start_methods() else None
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method))
+
+
+def _decode_chunk(paths: list[str], image_size: int) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode a list of files; unreadable ones are left black and reported as {index: error}."""
+    out = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            out[i] = _decode_image(path, image_size)
+        except Exception as error:  # corrupt files raise OSError, SyntaxError, struct.error, ... depending on format
+            errors[i] = f"{type(error).__name__}: {error}"
+    return out, errors
+
+
+def _decode_image(path: str, image_size: int) -> np.ndarray:
+    """Read one image as an (S, S, 3) uint8 RGB array."""
+    with Image.open(path) as image:
+        image = _to_rgb(ImageOps.exif_transpose(image))
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any mode to RGB: alpha composited onto black, 16-bit scaled to 8 bits, the rest as Pillow does."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES:  # Pillow would clip these to 255 (white) instead of scaling
+        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
+        rgb = (rgba[..., :3] * rgba[..., 3:] + 127) // 255  # alpha-composite onto black
+        return Image.fromarray(rgb.astype(np.uint8))
+    return image.convert("RGB")
+

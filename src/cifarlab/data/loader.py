@@ -1,0 +1,114 @@
+"""Batches sliced from a device-resident split: shuffle, augment and normalise whole batches at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from cifarlab.data.augment import AugmentConfig, Augmenter
+from cifarlab.data.dataset import Split
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # of the official train split, in [0, 1] units
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Input scaling: x = (pixels / 255 - mean) / std, per channel. mean 0 and std 1 is Keras' rescale=1/255."""
+
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @classmethod
+    def fit(cls, images: torch.Tensor) -> Normalization:
+        """Per-channel mean and std of (N, 3, H, W) uint8 images."""
+        x = images.float().div_(255)
+        mean = x.mean(dim=(0, 2, 3))
+        std = x.std(dim=(0, 2, 3))
+        return cls(tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist()))
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-friendly form, as stored in checkpoints."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float pixels in [0, 255] -> normalised float32."""
+        mean = torch.tensor(self.mean, device=pixels.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).view(1, -1, 1, 1)
+        return (pixels * (1 / 255) - mean) / std
+
+
+class BatchLoader:
+    """Iterate over (inputs, labels) batches of a split held on the training device.
+
+    Args:
+        split: the images and labels, already on the device they will be used on.
+        batch_size: images per batch; the last batch of a pass may be smaller.
+        normalization: input scaling applied after augmentation.
+        shuffle: reshuffle at every pass.
+        augment: augmentation applied to each batch (training only).
+        steps_per_epoch: batches per epoch taken from an endless stream of shuffled passes, as Keras does
+            with a generator and `steps_per_epoch`; None = exactly one pass per epoch.
+        channels_last: return inputs in channels_last memory format.
+        seed: seed of the shuffle and augmentation generator.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        normalization: Normalization,
+        *,
+        shuffle: bool = False,
+        augment: AugmentConfig | None = None,
+        steps_per_epoch: int | None = None,
+        channels_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if len(split) == 0:
+            raise ValueError("cannot load batches from an empty split")
+        self.split = split
+        self.batch_size = batch_size
+        self.normalization = normalization
+        self.shuffle = shuffle
+        self.augmenter = Augmenter(augment) if augment is not None and augment.enabled else None
+        self.steps_per_epoch = steps_per_epoch
+        self.channels_last = channels_last
+        self.generator = torch.Generator(device=split.images.device)
+        self.generator.manual_seed(seed)
+        self._pending: list[torch.Tensor] = []  # batches of indices left over from the current pass
+
+    def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return -(-len(self.split) // self.batch_size)
+
+    def _new_pass(self) -> list[torch.Tensor]:
+        n = len(self.split)
+        device = self.split.images.device
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=device)
+        else:
+            order = torch.arange(n, device=device)
+        return list(order.split(self.batch_size))
+
+    def _indices(self) -> Iterator[torch.Tensor]:
+        if self.steps_per_epoch is None:
+            yield from self._new_pass()
+            return
+        for _ in range(self.steps_per_epoch):
+            if not self._pending:
+                self._pending = self._new_pass()
+            yield self._pending.pop(0)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in self._indices():
+            pixels = self.split.images[index].float()  # (B, 3, H, W) in [0, 255]
+            if self.augmenter is not None:
+                pixels = self.augmenter(pixels, self.generator)
+            inputs = self.normalization(pixels)
+            if self.channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            yield inputs, self.split.labels[index]

@@ -1,0 +1,156 @@
+"""The seed's Keras Sequential CNNs (PROYECTO 1-9), rebuilt layer for layer in PyTorch.
+
+Keras semantics kept: 3x3 'same' convolutions with ReLU, 2x2 max-pooling, Dropout, then
+BatchNormalization (momentum 0.99 in Keras = 0.01 in PyTorch, epsilon 1e-3), glorot-uniform kernels
+and zero biases, Flatten in channels-last (H, W, C) order, and a Dense(10) softmax output. The model
+returns logits: softmax lives in the loss (cross-entropy) and in `predict`, which is the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cifarlab.models.registry import register_model
+
+KERAS_BN_MOMENTUM = 0.01  # Keras momentum=0.99 weights the old statistic; PyTorch's momentum weights the new one
+KERAS_BN_EPSILON = 1e-3
+
+
+class ChannelsLastFlatten(nn.Module):
+    """Flatten (B, C, H, W) in Keras' (H, W, C) order, so Dense weights line up with a Keras model's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
+class KerasCNN(nn.Module):
+    """Conv blocks, then Dense layers, then a Dense softmax head, as in the seed's Sequential models.
+
+    Each block is `convs` 3x3 convolutions with ReLU, a 2x2 max-pool, then Dropout and BatchNormalization
+    when asked for (that order, as the seed writes it). Each Dense layer is followed by the same Dropout and
+    BatchNormalization.
+
+    Args:
+        blocks: (filters, number of convs) for each block.
+        dense: units of each hidden Dense layer.
+        num_classes: outputs of the head.
+        dropout: drop probability after each block and hidden Dense layer; 0 = no Dropout layers.
+        batchnorm: add BatchNormalization after each block and hidden Dense layer.
+        image_size: input side length (the Flatten size depends on it).
+        in_channels: input channels.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[tuple[int, int]],
+        dense: Sequence[int],
+        num_classes: int = 10,
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+        image_size: int = 32,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, side = in_channels, image_size
+        for filters, convs in blocks:
+            for _ in range(convs):
+                layers += [nn.Conv2d(channels, filters, 3, padding=1), nn.ReLU(inplace=True)]
+                channels = filters
+            layers.append(nn.MaxPool2d(2))
+            side //= 2
+            layers += self._regularizers(nn.BatchNorm2d, channels, dropout, batchnorm)
+        if side < 1:
+            raise ValueError(f"image size {image_size} is too small for {len(blocks)} pooling blocks")
+        self.features = nn.Sequential(*layers)
+        self.flatten = ChannelsLastFlatten()
+        neck: list[nn.Module] = []
+        width = channels * side * side
+        for units in dense:
+            neck += [nn.Linear(width, units), nn.ReLU(inplace=True)]
+            neck += self._regularizers(nn.BatchNorm1d, units, dropout, batchnorm)
+            width = units
+        self.neck = nn.Sequential(*neck)
+        self.head = nn.Linear(width, num_classes)
+        self.num_features = width
+        self.reset_parameters()
+
+    @staticmethod
+    def _regularizers(norm: type[nn.Module], width: int, dropout: float, batchnorm: bool) -> list[nn.Module]:
+        """Dropout then BatchNormalization, the seed's order."""
+        layers: list[nn.Module] = []
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        if batchnorm:
+            layers.append(norm(width, eps=KERAS_BN_EPSILON, momentum=KERAS_BN_MOMENTUM))
+        return layers
+
+    def reset_parameters(self) -> None:
+        """Keras initialisation: glorot-uniform kernels, zero biases, BatchNorm gamma 1 and beta 0."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.xavier_uniform_(module.weight)  # same fans as Keras: in*k*k and out*k*k
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+                module.reset_parameters()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, num_features): everything before the softmax head."""
+        return self.neck(self.flatten(self.features(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, num_classes) logits."""
+        return self.head(self.forward_features(x))
+
+
+_P2_BLOCKS = ((32, 2), (64, 2), (128, 2))
+_P6_BLOCKS = ((64, 2), (128, 2), (256, 2))
+_P7_BLOCKS = ((128, 2), (256, 2), (512, 2))
+
+
+@register_model
+def proyecto1(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+    """PROYECTO 1: two conv/pool stages (32, 64) and Dense(64); 282,250 parameters."""
+    return KerasCNN(((32, 1), (64, 1)), (64,), num_classes, image_size=image_size)
+
+
+@register_model
+def proyecto2(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+    """PROYECTO 2: three double-conv stages (32, 64, 128) and Dense(128); 550,570 parameters."""
+    return KerasCNN(_P2_BLOCKS, (128,), num_classes, image_size=image_size)
+
+
+@register_model
+def proyecto3(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+    """PROYECTO 3: P2 with Dropout 0.3 after each stage and two Dense(128); 567,082 parameters."""
+    return KerasCNN(_P2_BLOCKS, (128, 128), num_classes, dropout=0.3, image_size=image_size)
+
+
+@register_model
+def proyecto4(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+    """PROYECTO 4: P2 with Dropout 0.3 + BatchNormalization and one Dense(128); 551,978 parameters."""
+    return KerasCNN(_P2_BLOCKS, (128,), num_classes, dropout=0.3, batchnorm=True, image_size=image_size)
+
+
+@register_model
+def proyecto5(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+    """PROYECTO 5: P4 with Dense(256); 816,042 parameters."""
+    return KerasCNN(_P2_BLOCKS, (256,), num_classes, dropout=0.3, batchnorm=True, image_size=image_size)
+
+
+@register_model
+def proyecto6(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+    """PROYECTO 6: stages of 64, 128, 256 filters and Dense(512); 3,252,042 parameters.
+
+    The seed's listing stops before the output layer; the Dense(10) softmax that every other step has is added.
+    """
+    return KerasCNN(_P6_BLOCKS, (512,), num_classes, dropout=0.3, batchnorm=True, image_size=image_size)
+
+
+@register_model
+def proyecto7(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+    """PROYECTO 7 (and 8): stages of 128, 256, 512 filters, Dropout 0.5, Dense(512); 8,781,962 parameters."""
+    return KerasCNN(_P7_BLOCKS, (512,), num_classes, dropout=0.5, batchnorm=True, image_size=image_size)

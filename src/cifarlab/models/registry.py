@@ -1,0 +1,59 @@
+"""The model registry: one dict, one decorator, one factory."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register `fn` as a model entry point under its function name.
+
+    Raises:
+        ValueError: if the name is already taken.
+    """
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model '{name}' is registered twice")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered models matching a shell-style `pattern` (e.g. 'proyecto*'), sorted."""
+    return sorted(name for name in _MODELS if fnmatch.fnmatchcase(name, pattern))
+
+
+def unknown_name_message(kind: str, name: str, known: list[str], command: str) -> str:
+    """The error text for an unknown registry name, with the closest matches."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"unknown {kind} '{name}'{hint} (see 'cifarlab {command}')"
+
+
+def create_model(name: str, **overrides: object) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from `list_models()`.
+        **overrides: keyword arguments for the entry point; those that are None are ignored, so an unset
+            CLI flag never hides a preset default.
+
+    Returns:
+        The model, in training mode, on the CPU.
+
+    Raises:
+        KeyError: for an unknown name (the message lists the closest names).
+
+    Example:
+        >>> model = create_model("proyecto4", num_classes=10)
+    """
+    if name not in _MODELS:
+        raise KeyError(unknown_name_message("model", name, list(_MODELS), "models"))
+    kwargs = {key: value for key, value in overrides.items() if value is not None}
+    return _MODELS[name](**kwargs)

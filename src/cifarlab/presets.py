@@ -1,0 +1,178 @@
+"""Named presets: a model plus the recipe that trains it, starting with the seed's ten steps."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from cifarlab.config import DataConfig, RunConfig, TrainConfig
+from cifarlab.data.augment import KERAS_SEED_PROYECTO9
+from cifarlab.models.registry import unknown_name_message
+
+DEFAULT_PRESET = "proyecto4"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, documented run configuration.
+
+    Attributes:
+        name: the preset's name (`--preset`).
+        summary: one line for `cifarlab presets`.
+        config: the resolved run configuration it stands for.
+        seed_accuracy: the test accuracy (percent) the seed reported for this step, if it is one of them.
+        choices: where the source is silent, what was chosen and why (`cifarlab presets --details`).
+    """
+
+    name: str
+    summary: str
+    config: RunConfig
+    seed_accuracy: float | None = None
+    choices: tuple[str, ...] = field(default_factory=tuple)
+
+
+_PRESETS: dict[str, Callable[[], Preset]] = {}
+
+
+def register_preset(fn: Callable[[], Preset]) -> Callable[[], Preset]:
+    """Register a preset factory under its function name (a duplicate name is an error)."""
+    if fn.__name__ in _PRESETS:
+        raise ValueError(f"preset '{fn.__name__}' is registered twice")
+    _PRESETS[fn.__name__] = fn
+    return fn
+
+
+def list_presets(pattern: str = "*") -> list[str]:
+    """Names of the presets matching a shell-style pattern, in registration order."""
+    return [name for name in _PRESETS if fnmatch.fnmatchcase(name, pattern)]
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`.
+
+    Raises:
+        KeyError: for an unknown name, with the closest matches.
+    """
+    if name not in _PRESETS:
+        raise KeyError(unknown_name_message("preset", name, list(_PRESETS), "presets"))
+    return _PRESETS[name]()
+
+
+# What every seed step shares: Keras' Adam(lr=0.001, epsilon=1e-7), x/255 inputs, 40k/10k train/val split.
+_SEED_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, adam_epsilon=1e-7)
+_SEED_CALLBACKS = {"checkpoint_best": True, "early_stopping": ("val_loss", "val_accuracy"), "patience": 10}
+_ADAM_CHOICE = "optimizer not stated in the seed: Keras' 'adam' default, Adam(lr=0.001, epsilon=1e-7)"
+_PATIENCE_CHOICE = (
+    "the seed's callback_modelcheckpoint/callback_loss/callback_accuracy are not shown: read as "
+    "ModelCheckpoint(val_accuracy, save_best_only) and EarlyStopping on val_loss and on val_accuracy, "
+    "patience 10 epochs, restore_best_weights; test accuracy is measured on the best-val_accuracy weights"
+)
+_NO_CALLBACKS = "no callbacks, as in the seed: every epoch runs and the last weights are tested"
+
+
+def _seed_step(
+    name: str,
+    model: str,
+    summary: str,
+    accuracy: float,
+    *,
+    epochs: int,
+    batch_size: int,
+    callbacks: bool,
+    extra_choices: tuple[str, ...] = (),
+    **train: object,
+) -> Preset:
+    recipe = replace(_SEED_TRAIN, epochs=epochs, batch_size=batch_size, **(_SEED_CALLBACKS if callbacks else {}))
+    recipe = replace(recipe, **train)
+    choices = (_PATIENCE_CHOICE if callbacks else _NO_CALLBACKS,) + extra_choices
+    config = RunConfig(preset=name, model=model, data=DataConfig(val_size=10_000, normalize="scale"), train=recipe)
+    return Preset(name=name, summary=summary, config=config, seed_accuracy=accuracy, choices=choices)
+
+
+@register_preset
+def proyecto1() -> Preset:
+    """PROYECTO 1."""
+    return _seed_step(
+        "proyecto1", "proyecto1", "Conv32-Pool-Conv64-Pool-Dense64; 200 epochs, batch 512", 65.74,
+        epochs=200, batch_size=512, callbacks=False, extra_choices=(_ADAM_CHOICE,),
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto2() -> Preset:
+    """PROYECTO 2."""
+    return _seed_step(
+        "proyecto2", "proyecto2", "3x(2 conv + pool) 32/64/128, Dense128; 200 epochs, batch 512, callbacks", 72.86,
+        epochs=200, batch_size=512, callbacks=True, extra_choices=(_ADAM_CHOICE,),
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto3() -> Preset:
+    """PROYECTO 3."""
+    return _seed_step(
+        "proyecto3", "proyecto3", "P2 + Dropout 0.3, 2x Dense128; as P2", 77.54,
+        epochs=200, batch_size=512, callbacks=True, extra_choices=(_ADAM_CHOICE,),
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto4() -> Preset:
+    """PROYECTO 4."""
+    return _seed_step(
+        "proyecto4", "proyecto4", "P3 + BatchNormalization, Dense128; 100 epochs, batch 128", 83.32,
+        epochs=100, batch_size=128, callbacks=False, extra_choices=(_ADAM_CHOICE,),
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto5() -> Preset:
+    """PROYECTO 5."""
+    return _seed_step(
+        "proyecto5", "proyecto5", "P4 with Dense256; 100 epochs, batch 128, callbacks", 83.36,
+        epochs=100, batch_size=128, callbacks=True, extra_choices=(_ADAM_CHOICE,),
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto6() -> Preset:
+    """PROYECTO 6."""
+    return _seed_step(
+        "proyecto6", "proyecto6", "filters 64/128/256, Dense512; as P5", 83.39,
+        epochs=100, batch_size=128, callbacks=True,
+        extra_choices=(_ADAM_CHOICE, "the seed's listing stops before Dense(10, softmax): added, as in every other step"),
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto7() -> Preset:
+    """PROYECTO 7."""
+    return _seed_step(
+        "proyecto7", "proyecto7", "filters 128/256/512, Dropout 0.5, Dense512; as P5", 85.95,
+        epochs=100, batch_size=128, callbacks=True, extra_choices=(_ADAM_CHOICE,),
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto8() -> Preset:
+    """PROYECTO 8."""
+    return _seed_step(
+        "proyecto8", "proyecto7", "P7 with Adam(learning_rate=0.001) stated explicitly", 87.15,
+        epochs=100, batch_size=128, callbacks=True,
+    )  # fmt: skip
+
+
+@register_preset
+def proyecto9() -> Preset:
+    """PROYECTO 9."""
+    return _seed_step(
+        "proyecto9", "proyecto6", "P6 net + ImageDataGenerator augmentation; batch 256, 156 steps/epoch", 88.37,
+        epochs=100, batch_size=256, callbacks=True, steps_per_epoch=156, augment=KERAS_SEED_PROYECTO9,
+        extra_choices=(
+            _ADAM_CHOICE,
+            "augmentation: rotation 30 deg, width shift 0.2, shear 0.5 deg, zoom 0.3, horizontal flip, "
+            "brightness 0.9-1.3 (before /255, clipped), fill 'nearest'; validation on the whole val split "
+            "(the seed's 78 steps x 128 = 9,984 of its 10,000 images)",
+        ),
+    )  # fmt: skip

@@ -1,0 +1,221 @@
+"""The Trainer: one model, one recipe, one dataset; `fit` runs the epochs and returns a History."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cifarlab import __version__
+from cifarlab.config import RunConfig
+from cifarlab.data.dataset import Dataset, with_validation
+from cifarlab.data.loader import BatchLoader, Normalization
+from cifarlab.evaluation.metrics import EvalResult, evaluate_model
+from cifarlab.models.registry import create_model
+from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from cifarlab.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from cifarlab.training.device import autocast, resolve_device, resolve_precision, seed_everything
+from cifarlab.training.history import History
+from cifarlab.training.schedules import build_optimizer, build_scheduler
+
+LOG_EVERY_STEPS = 10  # how often the progress bar reads the running loss (each read syncs a GPU)
+
+
+class Trainer:
+    """Train one model with one recipe on one dataset.
+
+    Args:
+        config: the resolved run configuration.
+        dataset: the data; a validation split is held out of train here when it has none.
+        run_dir: where checkpoints go while training (None: keep them in memory only).
+        callbacks: callbacks run after the recipe's own (ModelCheckpoint, EarlyStopping).
+
+    Attributes:
+        model: the network (not compiled; `forward_model` is what runs the batches).
+        history: per-epoch metrics.
+        stop_training: set by a callback to end `fit` after the current epoch.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        dataset: Dataset,
+        *,
+        run_dir: str | Path | None = None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
+        self.config = config
+        self.recipe = config.train
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.notes: list[str] = list(dataset.notes)
+        seed_everything(config.seed)
+        dataset = with_validation(dataset, config.data.val_size, config.seed)
+        self.class_names = dataset.class_names
+        self.image_size = dataset.image_size
+        self.train_split = dataset.train.to(self.device)
+        self.val_split = dataset.val.to(self.device) if dataset.val is not None else None
+        self.test_split = dataset.test
+        self.data_source = dataset.source
+        if config.data.normalize == "standardize":
+            self.normalization = Normalization.fit(dataset.train.images)
+        else:
+            self.normalization = Normalization()
+        self.model_kwargs = {"num_classes": len(self.class_names), "image_size": self.image_size}
+        self.model = create_model(config.model, **self.model_kwargs).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.train_loader = BatchLoader(
+            self.train_split,
+            self.recipe.batch_size,
+            self.normalization,
+            shuffle=True,
+            augment=self.recipe.augment,
+            steps_per_epoch=self.recipe.steps_per_epoch,
+            channels_last=config.channels_last,
+            seed=config.seed,
+        )
+        self.optimizer = build_optimizer(self.model, self.recipe)
+        self.scheduler = build_scheduler(self.optimizer, self.recipe, len(self.train_loader))
+        self.history = History()
+        self.epoch = 0
+        self.stop_training = False
+        self.callbacks = self._recipe_callbacks() + list(callbacks or [])
+        for callback in self.callbacks:
+            callback.set_trainer(self)
+
+    def _recipe_callbacks(self) -> list[Callback]:
+        """ModelCheckpoint and EarlyStopping as the recipe asks, when there is a validation split to watch."""
+        wanted = self.recipe.checkpoint_best or self.recipe.early_stopping
+        if wanted and self.val_split is None:
+            self.notes.append("no validation split (--val-size 0): checkpoint and early-stopping callbacks are off")
+            return []
+        callbacks: list[Callback] = []
+        if self.recipe.checkpoint_best:
+            path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
+            callbacks.append(ModelCheckpoint(path, monitor="val_accuracy", save_best_only=True))
+        for monitor in self.recipe.early_stopping:
+            callbacks.append(EarlyStopping(monitor, patience=self.recipe.patience, restore_best_weights=True))
+        return callbacks
+
+    def log(self, message: str) -> None:
+        """Print a line between progress bars (nothing in quiet mode)."""
+        if not self.config.quiet:
+            tqdm.write(message)
+
+    def fit(self) -> History:
+        """Train for the recipe's epochs, or until a callback stops the run.
+
+        Returns:
+            The History, whose `.history` maps 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'lr' and
+            'seconds' to per-epoch values.
+        """
+        for note in self.notes:
+            self.log(f"note: {note}")
+        for callback in self.callbacks:
+            callback.on_train_begin()
+        while self.epoch < self.recipe.epochs and not self.stop_training:
+            self.epoch += 1
+            started = time.perf_counter()
+            logs = self._train_epoch()
+            if self.val_split is not None:
+                val = self.evaluate(self.val_split)
+                logs.update(val_loss=val.loss, val_accuracy=val.accuracy)
+            logs.update(epoch=self.epoch, seconds=time.perf_counter() - started)
+            self.history.append(logs)
+            if self.run_dir is not None:
+                self.history.to_csv(self.run_dir / "history.csv")
+            self.log(_epoch_line(self.epoch, self.recipe.epochs, logs))
+            for callback in self.callbacks:
+                callback.on_epoch_end(self.epoch, logs)
+        for callback in self.callbacks:
+            callback.on_train_end()
+        return self.history
+
+    def _train_epoch(self) -> dict[str, float]:
+        """One epoch of optimiser steps; returns the epoch's mean loss and accuracy and its peak lr."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar = tqdm(
+            total=len(self.train_loader),
+            desc=f"Epoch {self.epoch}/{self.recipe.epochs}",
+            unit="step",
+            leave=False,
+            disable=self.config.quiet,
+            dynamic_ncols=True,
+        )
+        for step, (inputs, labels) in enumerate(self.train_loader, start=1):
+            with autocast(self.device, self.precision):
+                logits = self.forward_model(inputs)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            seen += len(labels)
+            batch_logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            for callback in self.callbacks:
+                callback.on_train_batch_end(step, batch_logs)
+            bar.update(1)
+            if step % LOG_EVERY_STEPS == 0 and not self.config.quiet:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
+        bar.close()
+        return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "lr": lr}
+
+    def evaluate(self, split: Any) -> EvalResult:
+        """Loss, accuracy and confusion matrix of the current model on a split (moved to the device)."""
+        return evaluate_model(
+            self.forward_model,
+            split.to(self.device),
+            self.normalization,
+            len(self.class_names),
+            batch_size=self.recipe.eval_batch_size,
+            precision=self.precision,
+            channels_last=self.config.channels_last,
+        )
+
+    def restore_best(self) -> int | None:
+        """Load the best-val_accuracy weights a ModelCheckpoint kept; returns that epoch, or None."""
+        for callback in self.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.best_weights is not None:
+                self.model.load_state_dict(callback.best_weights)
+                return callback.best_epoch
+        return None
+
+    def checkpoint_meta(self, metrics: dict[str, Any] | None = None, epoch: int | None = None) -> dict[str, Any]:
+        """What a checkpoint records besides the weights: enough to rebuild, feed and name the model."""
+        return {
+            "preset": self.config.preset,
+            "model": self.config.model,
+            "model_kwargs": self.model_kwargs,
+            "class_names": self.class_names,
+            "image_size": self.image_size,
+            "normalization": self.normalization.to_dict(),
+            "channels_last": self.config.channels_last,
+            "data_source": self.data_source,
+            "epoch": epoch if epoch is not None else self.epoch,
+            "metrics": metrics or {},
+            "cifarlab_version": __version__,
+        }
+
+    def save_model(self, path: str | Path, metrics: dict[str, Any] | None = None, epoch: int | None = None) -> Path:
+        """Write the current weights and their metadata as a checkpoint (atomically)."""
+        return save_checkpoint(path, self.model, self.checkpoint_meta(metrics, epoch))
+
+
+def _epoch_line(epoch: int, epochs: int, logs: dict[str, float]) -> str:
+    """The per-epoch summary line, Keras-like."""
+    parts = [f"Epoch {epoch}/{epochs}", f"{logs['seconds']:.1f}s"]
+    parts += [f"{key}: {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in logs]
+    return " - ".join(parts)

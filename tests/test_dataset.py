@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from cifarlab.data.dataset import stratified_split, with_validation
+from tests.factories import make_dataset, make_split
+
+
+def test_stratified_split_sizes_and_proportions():
+    labels = torch.arange(1000) % 10
+    train, val = stratified_split(labels, 200, seed=0)
+    assert len(val) == 200 and len(train) == 800
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert torch.bincount(labels[val], minlength=10).tolist() == [20] * 10
+
+
+def test_stratified_split_exact_total_with_uneven_classes():
+    labels = torch.tensor([0] * 7 + [1] * 5 + [2] * 3)
+    train, val = stratified_split(labels, 4, seed=1)
+    assert len(val) == 4 and len(train) == 11
+    counts = torch.bincount(labels[val], minlength=3).tolist()
+    assert all(c >= 1 for c in counts)
+
+
+def test_split_is_fixed_by_seed():
+    labels = torch.arange(500) % 5
+    assert torch.equal(stratified_split(labels, 100, 3)[1], stratified_split(labels, 100, 3)[1])
+    assert not torch.equal(stratified_split(labels, 100, 3)[1], stratified_split(labels, 100, 4)[1])
+
+
+def test_val_size_zero_and_too_large():
+    labels = torch.arange(10) % 2
+    train, val = stratified_split(labels, 0, 0)
+    assert len(train) == 10 and len(val) == 0
+    with pytest.raises(ValueError, match="--val-size 10 leaves no training images"):
+        stratified_split(labels, 10, 0)
+
+
+def test_with_validation_keeps_an_existing_val_split():
+    dataset = make_dataset(train=40, test=8)
+    dataset.val = make_split(12)
+    out = with_validation(dataset, 10, seed=0)
+    assert out.val is dataset.val and len(out.train) == 40
+    out = with_validation(make_dataset(train=40, test=8), 8, seed=0)
+    assert len(out.train) == 32 and len(out.val) == 8
