@@ -6,7 +6,7 @@ from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 
 def test_preset_then_toml_then_flags(tmp_path):
     toml = tmp_path / "run.toml"
-    toml.write_text('seed = 7\n[train]\nepochs = 3\nbatch_size = 32\n[data]\nval_size = 100\n')
+    toml.write_text("seed = 7\n[train]\nepochs = 3\nbatch_size = 32\n[data]\nval_size = 100\n")
     config = resolve_config("proyecto9", config_file=toml, epochs=2, lr=None)
     assert config.train.epochs == 2  # the flag wins over the file
     assert config.train.batch_size == 32  # the file wins over the preset

@@ -42,3 +42,18 @@ def test_with_validation_keeps_an_existing_val_split():
     assert out.val is dataset.val and len(out.train) == 40
     out = with_validation(make_dataset(train=40, test=8), 8, seed=0)
     assert len(out.train) == 32 and len(out.val) == 8
+
+
+def test_select_classes_relabels_and_limits_training_images():
+    from cifarlab.data.dataset import select_classes
+
+    dataset = make_dataset(train=80, test=20, num_classes=4)
+    out = select_classes(dataset, ("class3", "class1"), per_class_limit=5, seed=0)
+    assert out.class_names == ["class3", "class1"]
+    assert torch.bincount(out.train.labels).tolist() == [5, 5]
+    assert torch.bincount(out.test.labels).tolist() == [5, 5]  # the test split keeps all its images
+    # relabelled images are the old class-3 images
+    old = dataset.train.images[dataset.train.labels == 3]
+    assert any(torch.equal(out.train.images[0], image) for image in old)
+    with pytest.raises(ValueError, match="--classes: unknown class dragon"):
+        select_classes(dataset, ("dragon",), None, 0)

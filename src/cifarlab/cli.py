@@ -40,19 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help=f"a name from 'cifarlab presets' (default {DEFAULT_PRESET})")
     p.add_argument("--config", metavar="TOML", help="run config file applied over the preset, before the flags")
     _add_data_flags(p)
-    p.add_argument("--image-size", type=int, help="side image-folder images are resized to (default 32)")
+    p.add_argument(
+        "--image-size", type=int, metavar="PIXELS", help="side image-folder images are resized to (default 32)"
+    )
     p.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="warn about unreadable images and skip them instead of stopping")  # fmt: skip
-    p.add_argument("--val-size", type=int, help="images held out of train for validation, stratified (seed: "
+    p.add_argument("--val-size", type=int, metavar="N", help="images held out of train for validation, stratified (seed: "
                    "10000); 0 trains on all")  # fmt: skip
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--classes", metavar="NAMES", help="comma-separated class names to keep (relabelled in this order)")
+    p.add_argument("--per-class-limit", type=int, metavar="N", help="keep at most N training images per class")
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs to train (the preset's by default)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per optimiser step")
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--patience", type=int, help="epochs without improvement before early stopping")
+    p.add_argument("--patience", type=int, metavar="EPOCHS", help="epochs without improvement before early stopping")
     p.add_argument("--no-early-stop", action="store_true", help="run every epoch (keeps the best checkpoint)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
-    p.add_argument("--seed", type=int, help="seed of the split, initialisation, shuffling and augmentation")
+    p.add_argument(
+        "--seed", type=int, metavar="N", help="seed of the split, initialisation, shuffling and augmentation"
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<timestamp>)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
 
@@ -96,6 +102,8 @@ def _train(args: argparse.Namespace) -> None:
         "image_size": args.image_size,
         "skip_bad_images": args.skip_bad_images,
         "val_size": args.val_size,
+        "classes": tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None,
+        "per_class_limit": args.per_class_limit,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,

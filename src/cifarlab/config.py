@@ -36,6 +36,8 @@ class DataConfig:
     val_size: int = 10_000  # images held out of train for validation, stratified; 0 = train on all
     skip_bad_images: bool = False  # warn about unreadable images instead of stopping
     normalize: Normalize = "scale"  # 'scale': x/255 as Keras' rescale; 'standardize': train-split mean/std
+    classes: tuple[str, ...] | None = None  # keep only these classes (relabelled in this order); None = all
+    per_class_limit: int | None = None  # training images kept per class (seeded choice); None = all
 
     def __post_init__(self) -> None:
         _check_choice("data.normalize", self.normalize, Normalize)
@@ -151,7 +153,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             raise ValueError(f"unknown config key '{key}'{hint} (allowed: {', '.join(names)})")
         if name == "augment" and isinstance(value, dict):
             value = AugmentConfig.from_dict(value)
-        if name == "early_stopping":
+        if name in ("early_stopping", "classes"):
             value = tuple(value)
         (nested[section] if section else top)[name] = value
     for section, values in nested.items():

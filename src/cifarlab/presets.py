@@ -141,7 +141,7 @@ def proyecto6() -> Preset:
     return _seed_step(
         "proyecto6", "proyecto6", "filters 64/128/256, Dense512; as P5", 83.39,
         epochs=100, batch_size=128, callbacks=True,
-        extra_choices=(_ADAM_CHOICE, "the seed's listing stops before Dense(10, softmax): added, as in every other step"),
+        extra_choices=(_ADAM_CHOICE, "the seed's listing stops before Dense(10, softmax): added, as in the others"),
     )  # fmt: skip
 
 

@@ -113,7 +113,7 @@ def test_pure_width_shift_moves_a_vertical_bar_and_repeats_the_edge(k):
     expected = x[..., torch.arange(16).add(k).clamp(0, 15)]  # output col c reads input col c + k
     torch.testing.assert_close(out, expected, atol=1e-3, rtol=0)
     assert out[0, 0, 0].argmax() == 7 - k  # a positive shift moves content towards column 0
-    vacated = out[..., 16 - k :] if k > 0 else out[..., : -k]
+    vacated = out[..., 16 - k :] if k > 0 else out[..., :-k]
     assert torch.allclose(vacated, torch.tensor(100.0 if k > 0 else 50.0), atol=1e-3)
 
 
@@ -261,8 +261,10 @@ def test_crop_is_a_slice_of_the_padded_image_with_offsets_in_range(mode):
     padded = F.pad(x, (p,) * 4, mode="reflect") if mode == "reflect" else F.pad(x, (p,) * 4)
     offsets = set()
     for i in range(len(x)):
-        window = lambda dy, dx: padded[i, :, dy : dy + 12, dx : dx + 12]  # noqa: E731
-        hits = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1) if torch.equal(out[i], window(dy, dx))]
+        windows = {
+            (dy, dx): padded[i, :, dy : dy + 12, dx : dx + 12] for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+        }
+        hits = [shift for shift, window in windows.items() if torch.equal(out[i], window)]
         assert len(hits) == 1, f"sample {i} is not a crop of its padded image"
         offsets.add(hits[0])
     dys, dxs = {dy for dy, _ in offsets}, {dx for _, dx in offsets}

@@ -34,7 +34,9 @@ def load_dataset(
         return load_cifar10(data_dir, progress=progress)
     root = Path(source).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"--data {source}: no such folder; give 'cifar10' or an image folder with train/ and test/")
+        raise FileNotFoundError(
+            f"--data {source}: no such folder; give 'cifar10' or an image folder with train/ and test/"
+        )
     from cifarlab.data.folder import load_image_folder
 
     return load_image_folder(root, image_size=image_size, skip_bad_images=skip_bad_images, progress=progress)

@@ -80,7 +80,9 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     if val_size < 0:
         raise ValueError(f"--val-size must be 0 or more, got {val_size}")
     if val_size >= n:
-        raise ValueError(f"--val-size {val_size} leaves no training images (the train split has {n}); use a smaller value")
+        raise ValueError(
+            f"--val-size {val_size} leaves no training images (the train split has {n}); use a smaller value"
+        )
     all_index = np.arange(n)
     if val_size == 0:
         return torch.from_numpy(all_index), torch.zeros(0, dtype=torch.int64)
@@ -117,6 +119,54 @@ def with_validation(dataset: Dataset, val_size: int, seed: int) -> Dataset:
         train=dataset.train.subset(train_index),
         test=dataset.test,
         val=val,
+        source=dataset.source,
+        notes=dataset.notes,
+    )
+
+
+def select_classes(
+    dataset: Dataset, classes: tuple[str, ...] | None, per_class_limit: int | None, seed: int
+) -> Dataset:
+    """Keep only some classes (relabelled 0..k-1 in the order given) and at most N training images per class.
+
+    Args:
+        dataset: the full dataset.
+        classes: class names to keep, or None for all.
+        per_class_limit: training images kept per class (a seeded random choice), or None for all; the
+            validation split is held out of what is kept.
+        seed: seed of the choice.
+
+    Raises:
+        ValueError: for an unknown class name or a limit below 1.
+    """
+    if classes is None and per_class_limit is None:
+        return dataset
+    names = list(classes) if classes is not None else list(dataset.class_names)
+    unknown = [name for name in names if name not in dataset.class_names]
+    if unknown:
+        known = ", ".join(dataset.class_names)
+        raise ValueError(f"--classes: unknown class {', '.join(unknown)}; the data has {known}")
+    if per_class_limit is not None and per_class_limit < 1:
+        raise ValueError(f"--per-class-limit must be at least 1, got {per_class_limit}")
+    old_index = torch.tensor([dataset.class_names.index(name) for name in names])
+    relabel = torch.full((len(dataset.class_names),), -1, dtype=torch.int64)
+    relabel[old_index] = torch.arange(len(names))
+
+    def keep(split: Split, limit: int | None) -> Split:
+        new_labels = relabel[split.labels.cpu()]
+        rows = []
+        rng = np.random.default_rng(seed)
+        for label in range(len(names)):
+            members = torch.nonzero(new_labels == label).flatten().numpy()
+            rows.append(rng.permutation(members)[:limit] if limit is not None else members)
+        index = torch.from_numpy(np.sort(np.concatenate(rows)))
+        return Split(split.images[index], new_labels[index])
+
+    return Dataset(
+        class_names=names,
+        train=keep(dataset.train, per_class_limit),
+        test=keep(dataset.test, None),
+        val=keep(dataset.val, None) if dataset.val is not None else None,
         source=dataset.source,
         notes=dataset.notes,
     )

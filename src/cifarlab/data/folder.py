@@ -98,8 +98,9 @@ def load_image_folder(
         raise ValueError(f"workers must be 1 or more (or None for one per CPU), got {workers}")
     folder = Path(root).expanduser()
     listing = _list_images(folder)
-    cache_path = _cache_path(Path(cache_dir) if cache_dir is not None else _cache_home(), folder, listing,
-                             image_size, skip_bad_images)
+    cache_path = _cache_path(
+        Path(cache_dir) if cache_dir is not None else _cache_home(), folder, listing, image_size, skip_bad_images
+    )
 
     arrays = _read_cache(cache_path)
     if arrays is None:
@@ -109,8 +110,10 @@ def load_image_folder(
     notes = [str(note) for note in arrays["notes"]]
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    splits = {name: Split(torch.from_numpy(arrays[f"{name}_images"]), torch.from_numpy(arrays[f"{name}_labels"]))
-              for name in listing.split_sizes}
+    splits = {
+        name: Split(torch.from_numpy(arrays[f"{name}_images"]), torch.from_numpy(arrays[f"{name}_labels"]))
+        for name in listing.split_sizes
+    }
     return Dataset(
         class_names=listing.class_names,
         train=splits["train"],
@@ -137,8 +140,10 @@ def _list_images(root: Path) -> _Listing:
         if classes != class_names:
             missing = ", ".join(repr(c) for c in class_names if c not in classes) or "none"
             extra = ", ".join(repr(c) for c in classes if c not in class_names) or "none"
-            raise ValueError(f"{root / name} has different class folders from {root / 'train'} (missing: {missing}; "
-                             f"extra: {extra}); give {name}/ the same class folders as train/")
+            raise ValueError(
+                f"{root / name} has different class folders from {root / 'train'} (missing: {missing}; "
+                f"extra: {extra}); give {name}/ the same class folders as train/"
+            )
 
     files: list[Path] = []
     labels: list[int] = []
@@ -150,8 +155,10 @@ def _list_images(root: Path) -> _Listing:
             class_dir = root / name / class_name
             entries = sorted((e for e in os.scandir(class_dir) if _is_image(e)), key=lambda e: e.name)
             if not entries:
-                raise ValueError(f"class {class_name!r} in {root / name} is empty (no {_suffix_list()} files in "
-                                 f"{class_dir}); add images to it or remove the folder from every split")
+                raise ValueError(
+                    f"class {class_name!r} in {root / name} is empty (no {_suffix_list()} files in "
+                    f"{class_dir}); add images to it or remove the folder from every split"
+                )
             for entry in entries:
                 stat = entry.stat()
                 files.append(Path(entry.path))
@@ -196,8 +203,9 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except Exception as error:  # a truncated or foreign file can fail in many ways (zip, format, OS errors)
-        warnings.warn(f"deleting unreadable cache file {path} ({type(error).__name__}: {error}); decoding again",
-                      stacklevel=3)
+        warnings.warn(
+            f"deleting unreadable cache file {path} ({type(error).__name__}: {error}); decoding again", stacklevel=3
+        )
         path.unlink(missing_ok=True)
         return None
 
@@ -219,12 +227,16 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
             if stale != path:
                 stale.unlink(missing_ok=True)
     except OSError as error:
-        warnings.warn(f"could not write the image cache {path} ({error}); the folder will be decoded again next "
-                      f"time (set cache_dir or $CIFARLAB_HOME to a writable folder)", stacklevel=3)
+        warnings.warn(
+            f"could not write the image cache {path} ({error}); the folder will be decoded again next "
+            f"time (set cache_dir or $CIFARLAB_HOME to a writable folder)",
+            stacklevel=3,
+        )
 
 
-def _build_arrays(listing: _Listing, image_size: int, skip_bad_images: bool, workers: int,
-                  progress: bool) -> dict[str, np.ndarray]:
+def _build_arrays(
+    listing: _Listing, image_size: int, skip_bad_images: bool, workers: int, progress: bool
+) -> dict[str, np.ndarray]:
     """Decode every listed image into the arrays stored in the cache."""
     images, errors = _decode_files([str(f) for f in listing.files], image_size, workers, progress)  # (N, S, S, 3)
     notes: list[str] = []
@@ -235,8 +247,10 @@ def _build_arrays(listing: _Listing, image_size: int, skip_bad_images: bool, wor
         first_bad = f"{listing.files[first_index]}: {first_error}"
         more = f" (and {len(errors) - 1} more unreadable files)" if len(errors) > 1 else ""
         if not skip_bad_images:
-            raise ValueError(f"cannot read image {first_bad}{more}; fix or delete it, or pass --skip-bad-images "
-                             f"(skip_bad_images=True) to skip unreadable files")
+            raise ValueError(
+                f"cannot read image {first_bad}{more}; fix or delete it, or pass --skip-bad-images "
+                f"(skip_bad_images=True) to skip unreadable files"
+            )
         keep[list(errors)] = False
         notes.append(f"skipped {len(errors)} unreadable images (first: {first_bad})")
 
@@ -247,16 +261,17 @@ def _build_arrays(listing: _Listing, image_size: int, skip_bad_images: bool, wor
         start += size
         split_keep = keep[part]
         if not split_keep.any():
-            raise ValueError(f"no readable images in {listing.files[part.start].parents[1]}: all {size} failed to "
-                             f"decode (first: {first_bad})")
+            raise ValueError(
+                f"no readable images in {listing.files[part.start].parents[1]}: all {size} failed to "
+                f"decode (first: {first_bad})"
+            )
         split_images = images[part][split_keep] if not split_keep.all() else images[part]
         arrays[f"{name}_images"] = np.ascontiguousarray(split_images.transpose(0, 3, 1, 2))  # (N, 3, S, S)
         arrays[f"{name}_labels"] = listing.labels[part][split_keep]
     return arrays
 
 
-def _decode_files(paths: list[str], image_size: int, workers: int,
-                  progress: bool) -> tuple[np.ndarray, dict[int, str]]:
+def _decode_files(paths: list[str], image_size: int, workers: int, progress: bool) -> tuple[np.ndarray, dict[int, str]]:
     """Decode `paths` into an (N, S, S, 3) uint8 array; also return {index: error} for unreadable files."""
     images = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
     errors: dict[int, str] = {}
@@ -320,4 +335,3 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgb = (rgba[..., :3] * rgba[..., 3:] + 127) // 255  # alpha-composite onto black
         return Image.fromarray(rgb.astype(np.uint8))
     return image.convert("RGB")
-

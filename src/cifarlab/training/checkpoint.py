@@ -88,7 +88,11 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
             f"{source} does not fit the model: missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
         )
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if v.shape != state[k].shape]
+    wrong = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if value.shape != state[key].shape
+    ]
     if wrong:
         raise ValueError(f"{source} does not fit the model: shapes differ for {'; '.join(wrong[:4])}")
     model.load_state_dict(state)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from cifarlab import __version__
 from cifarlab.config import RunConfig
-from cifarlab.data.dataset import Dataset, with_validation
+from cifarlab.data.dataset import Dataset, select_classes, with_validation
 from cifarlab.data.loader import BatchLoader, Normalization
 from cifarlab.evaluation.metrics import EvalResult, evaluate_model
 from cifarlab.models.registry import create_model
@@ -55,6 +55,7 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         self.notes: list[str] = list(dataset.notes)
         seed_everything(config.seed)
+        dataset = select_classes(dataset, config.data.classes, config.data.per_class_limit, config.seed)
         dataset = with_validation(dataset, config.data.val_size, config.seed)
         self.class_names = dataset.class_names
         self.image_size = dataset.image_size
