@@ -162,7 +162,7 @@ def train(
     )
     history = trainer.fit()
     best_epoch = trainer.restore_best()
-    test = trainer.evaluate(trainer.test_split)
+    test = trainer.evaluate(trainer.test_split, tta=config.train.tta)
     train_seconds = sum(history.history["seconds"])
     val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
     trainer.save_model(

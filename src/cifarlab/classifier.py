@@ -11,6 +11,7 @@ from torch import nn
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import Normalization
 from cifarlab.evaluation.metrics import EvalResult, evaluate_model, predict_logits
+from cifarlab.evaluation.tta import TTA
 from cifarlab.models.registry import create_model
 from cifarlab.training.checkpoint import load_state, read_checkpoint, resolve_checkpoint
 from cifarlab.training.device import resolve_device, resolve_precision
@@ -32,6 +33,7 @@ class Classifier:
         self.channels_last = bool(meta.get("channels_last", False))
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format).eval()
+        self.tta = int(meta.get("tta", 0))  # the views the run's own test evaluation averaged
         self.class_names: list[str] = list(meta["class_names"])
         self.image_size: int = int(meta["image_size"])
         self.normalization = Normalization(tuple(meta["normalization"]["mean"]), tuple(meta["normalization"]["std"]))
@@ -59,7 +61,7 @@ class Classifier:
             raise ValueError(f"expected (N, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
         split = Split(images.to(self.device), torch.zeros(len(images), dtype=torch.int64, device=self.device))
         logits = predict_logits(
-            self.model,
+            TTA(self.model, self.tta),
             split,
             self.normalization,
             batch_size=batch_size,
@@ -71,7 +73,7 @@ class Classifier:
     def evaluate(self, split: Split, batch_size: int = 1000) -> EvalResult:
         """Loss, accuracy and confusion matrix on a labelled split."""
         return evaluate_model(
-            self.model,
+            TTA(self.model, self.tta),
             split.to(self.device),
             self.normalization,
             len(self.class_names),

@@ -68,6 +68,7 @@ class TrainConfig:
     early_stopping: tuple[Monitor, ...] = ()  # one Keras EarlyStopping per monitor, restoring its best weights
     patience: int = 10  # epochs without improvement before an EarlyStopping ends the run
     eval_batch_size: int = 1000
+    tta: int = 0  # test-time augmentation of the test evaluation: 0 off, 1 mirror, 2 mirror + 1-pixel shifts
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, Optimizer)
@@ -84,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.patience < 1:
             raise ValueError(f"--patience must be at least 1 epoch, got {self.patience}")
+        if self.tta not in (0, 1, 2):
+            raise ValueError(f"train.tta must be 0, 1 or 2; got {self.tta}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from cifarlab.config import DataConfig, RunConfig, TrainConfig
-from cifarlab.data.augment import KERAS_SEED_PROYECTO9
+from cifarlab.data.augment import KERAS_SEED_PROYECTO9, AugmentConfig
 from cifarlab.models.registry import unknown_name_message
 
 DEFAULT_PRESET = "proyecto4"
@@ -176,3 +176,55 @@ def proyecto9() -> Preset:
             "(the seed's 78 steps x 128 = 9,984 of its 10,000 images)",
         ),
     )  # fmt: skip
+
+
+# The fast recipes: learnt from the public CIFAR-10 speed-runs (Page 2018; Jordan 2024), written for cifarlab.
+_FAST_AUGMENT = AugmentConfig(horizontal_flip=True, crop_padding=2, crop_mode="reflect")
+_FAST_CHOICES = (
+    "SGD with Nesterov momentum 0.9, weight decay 5e-4, label smoothing 0.2, a linear warmup then a linear "
+    "decay to 0 (Page's DAWNBench recipe, scaled to the batch size)",
+    "all 50,000 training images (--val-size 0): test accuracy is reported once, at the end, with no model "
+    "selection on the test set",
+    "flip + 2-pixel reflect-padded random crop; test-time augmentation with the mirror and 1-pixel shifts",
+    "whitening first conv set from the training images' 2x2 patch covariance; BatchNorm with a fixed scale",
+)
+
+
+def _fast(name: str, model: str, summary: str, *, epochs: int, batch_size: int, lr: float, warmup: float) -> Preset:
+    recipe = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer="sgd",
+        lr=lr,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="warmup_linear",
+        warmup_epochs=warmup,
+        label_smoothing=0.2,
+        augment=_FAST_AUGMENT,
+        tta=2,
+    )
+    config = RunConfig(preset=name, model=model, data=DataConfig(val_size=0, normalize="standardize"), train=recipe)
+    return Preset(name=name, summary=summary, config=config, choices=_FAST_CHOICES)
+
+
+@register_preset
+def fast88() -> Preset:
+    """The shortest run that beats the seed's best step."""
+    return _fast("fast88", "airnet88", "narrow AirNet, 5 epochs: the seed's best in a coffee break",
+                 epochs=5, batch_size=512, lr=0.4, warmup=1.0)  # fmt: skip
+
+
+@register_preset
+def fast94() -> Preset:
+    """The speed-run width, a short schedule."""
+    return _fast("fast94", "airnet94", "AirNet 64/256/256, 10 epochs, TTA",
+                 epochs=10, batch_size=512, lr=0.4, warmup=2.0)  # fmt: skip
+
+
+@register_preset
+def fast96() -> Preset:
+    """A wider AirNet and a longer schedule."""
+    return _fast("fast96", "airnet96", "wide AirNet 128/384/384, 30 epochs, TTA",
+                 epochs=30, batch_size=512, lr=0.4, warmup=5.0)  # fmt: skip

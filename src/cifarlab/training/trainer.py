@@ -15,6 +15,7 @@ from cifarlab.config import RunConfig
 from cifarlab.data.dataset import Dataset, select_classes, with_validation
 from cifarlab.data.loader import BatchLoader, Normalization
 from cifarlab.evaluation.metrics import EvalResult, evaluate_model
+from cifarlab.evaluation.tta import TTA
 from cifarlab.models.registry import create_model
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from cifarlab.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
@@ -69,6 +70,9 @@ class Trainer:
             self.normalization = Normalization()
         self.model_kwargs = {"num_classes": len(self.class_names), "image_size": self.image_size}
         self.model = create_model(config.model, **self.model_kwargs).to(self.device)
+        if hasattr(self.model, "init_from_data"):  # e.g. whitening filters from the training images' statistics
+            sample = self.train_split.images[: self.recipe.eval_batch_size * 5]
+            self.model.init_from_data(self.normalization(sample.float()))
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
@@ -174,10 +178,10 @@ class Trainer:
         bar.close()
         return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "lr": lr}
 
-    def evaluate(self, split: Any) -> EvalResult:
-        """Loss, accuracy and confusion matrix of the current model on a split (moved to the device)."""
+    def evaluate(self, split: Any, tta: int = 0) -> EvalResult:
+        """Loss, accuracy and confusion matrix of the current model on a split, with `tta` views (see TTA)."""
         return evaluate_model(
-            self.forward_model,
+            TTA(self.forward_model, tta),
             split.to(self.device),
             self.normalization,
             len(self.class_names),
@@ -204,6 +208,7 @@ class Trainer:
             "image_size": self.image_size,
             "normalization": self.normalization.to_dict(),
             "channels_last": self.config.channels_last,
+            "tta": self.recipe.tta,
             "data_source": self.data_source,
             "epoch": epoch if epoch is not None else self.epoch,
             "metrics": metrics or {},
