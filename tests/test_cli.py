@@ -77,3 +77,34 @@ def test_train_refuses_a_non_empty_out_dir(image_folder, tmp_path, capsys):
     (out / "file").write_text("x")
     assert main(["train", "--data", str(image_folder), "--out", str(out), "--quiet"]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_train_on_official_format_cifar10_from_data_dir_without_network(tmp_path, capsys):
+    from tests.data.conftest import build_fake_cifar
+
+    fake = build_fake_cifar(tmp_path / "archive" / "cifar-10-python.tar.gz", rows_per_batch=20)
+    fake.write_folder(tmp_path / "data" / "cifar-10-batches-py")
+    run = tmp_path / "run"
+    argv = ["train", "--preset", "proyecto1", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+            "--val-size", "20", "--out", str(run), "--quiet", "--precision", "fp32"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "> " in out
+    import json
+
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["data_source"] == "cifar10" and meta["class_names"][0] == "airplane"
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset"] == {"source": "cifar10", "class_names": meta["class_names"], "train": 80, "val": 20,
+                                 "test": 20}  # fmt: skip
+    assert main(["evaluate", str(run), "--quiet", "--precision", "fp32"]) == 0  # finds the data where training did
+    assert capsys.readouterr().out.strip() in out
+
+
+def test_corrupt_official_archive_is_a_one_line_error(tmp_path, capsys):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "cifar-10-python.tar.gz").write_bytes(b"not really a tarball")
+    assert main(["train", "--data-dir", str(folder), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cifar-10-python.tar.gz" in err

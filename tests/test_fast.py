@@ -39,3 +39,22 @@ def test_fast_presets_build_train_and_learn(preset, tmp_path):
     assert loss[-1] < loss[0]
     assert result.test.accuracy > 0.5  # 4 classes
     assert cifarlab.load(result.run_dir, precision="fp32").evaluate(dataset.test).percent() == result.test.percent()
+
+
+def test_weight_average_tracks_the_weights_and_is_copied_at_the_end():
+    from cifarlab.training.ema import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = WeightAverage(model, decay=0.5)
+    for _ in range(50):
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+        ema.update()
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    ema.copy_to(model)
+    assert torch.allclose(model.weight, torch.ones(1, 2), atol=1e-6)  # converged to the steady value, not 5
+    with pytest.raises(ValueError, match="train.ema must be in"):
+        WeightAverage(model, 1.5)

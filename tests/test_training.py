@@ -73,7 +73,8 @@ def test_learns_a_tiny_dataset_well(tmp_path, monkeypatch):
                             precision="fp32", out=None)  # fmt: skip
     assert result.test.accuracy >= 0.8  # 4 classes: chance is 0.25
     assert result.best_epoch is None  # no validation split: the last weights are tested
-    assert result.run_dir.parent == tmp_path / "runs" and result.run_dir.name.startswith("proyecto1-")
+    assert result.run_dir.resolve().parent == tmp_path.resolve() / "runs"
+    assert result.run_dir.name.startswith("proyecto1-")
 
 
 def test_checkpoint_callback_selects_the_best_epoch(tmp_path, tiny_dataset):

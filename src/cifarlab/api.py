@@ -15,8 +15,9 @@ import torch
 from cifarlab import __version__
 from cifarlab._io import write_json
 from cifarlab.classifier import Classifier
-from cifarlab.config import DataConfig, RunConfig, TrainConfig, apply_overrides, load_toml
+from cifarlab.config import DataConfig, RunConfig, TrainConfig, TransferConfig, apply_overrides, load_toml
 from cifarlab.data import Dataset, load_dataset
+from cifarlab.data.dataset import select_classes
 from cifarlab.evaluation.metrics import EvalResult
 from cifarlab.presets import DEFAULT_PRESET, get_preset
 from cifarlab.reports.plots import plot_history
@@ -24,10 +25,12 @@ from cifarlab.training.callbacks import Callback
 from cifarlab.training.checkpoint import CHECKPOINT_NAME
 from cifarlab.training.history import History
 from cifarlab.training.trainer import Trainer
+from cifarlab.transfer.trainer import TransferTrainer
 
 _SHORT_KEYS = {
     **{f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)},
     **{f.name: f"train.{f.name}" for f in dataclasses.fields(TrainConfig)},
+    **{f.name: f"transfer.{f.name}" for f in dataclasses.fields(TransferConfig)},
     "data": "data.source",
 }
 
@@ -140,7 +143,14 @@ def train(
             progress=not config.quiet,
         )
     run_dir = make_run_dir(config)
-    trainer = Trainer(config, dataset, run_dir=run_dir, callbacks=callbacks)
+    trainer_class = TransferTrainer if config.transfer.backbone is not None else Trainer
+    try:
+        trainer = trainer_class(config, dataset, run_dir=run_dir, callbacks=callbacks)
+    except BaseException:
+        if config.out is None and not any(run_dir.iterdir()):  # a bad option: no empty runs/<preset>-<time> left
+            run_dir.rmdir()
+        raise
+    config = trainer.config  # a transfer run names its backbone's architecture as the model
     write_json(
         run_dir / "config.json",
         {
@@ -153,7 +163,7 @@ def train(
             "precision": trainer.precision,
             "dataset": {
                 "source": dataset.source,
-                "class_names": dataset.class_names,
+                "class_names": trainer.class_names,  # after --classes
                 "train": len(trainer.train_split),
                 "val": len(trainer.val_split) if trainer.val_split is not None else 0,
                 "test": len(trainer.test_split),
@@ -174,7 +184,7 @@ def train(
         run_dir / "metrics.json",
         {
             "test_accuracy": test.accuracy,
-            "test": test.to_dict(dataset.class_names),
+            "test": test.to_dict(trainer.class_names),
             "epochs_run": len(history),
             "best_epoch": best_epoch,
             "train_seconds": train_seconds,
@@ -211,7 +221,12 @@ def evaluate(
     """
     classifier = load(path, device=device, precision=precision)
     source = data or classifier.meta.get("data_source") or "cifar10"
+    if data is None and data_dir is None:  # the data the model was trained on, from where it was read
+        data_dir = classifier.meta.get("data_dir")
     dataset = load_dataset(source, data_dir=data_dir, image_size=classifier.image_size, progress=progress)
+    if dataset.class_names != classifier.class_names and set(classifier.class_names) <= set(dataset.class_names):
+        # a run trained with --classes: its classes, relabelled in its order
+        dataset = select_classes(dataset, tuple(classifier.class_names), None, 0)
     if dataset.class_names != classifier.class_names:
         raise ValueError(
             f"the classes of {source} ({', '.join(dataset.class_names)}) differ from the model's "

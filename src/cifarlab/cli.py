@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from cifarlab import api
-from cifarlab.models import count_params, create_model, list_models
+from cifarlab.models import count_params, list_models
 from cifarlab.presets import DEFAULT_PRESET, get_preset, list_presets
+from cifarlab.transfer import preset_model
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="warn about unreadable images and skip them instead of stopping")  # fmt: skip
-    p.add_argument("--val-size", type=int, metavar="N", help="images held out of train for validation, stratified (seed: "
-                   "10000); 0 trains on all")  # fmt: skip
+    p.add_argument("--val-size", type=int, metavar="N",
+                   help="images held out of train for validation, stratified (seed 10000); 0 = all train")  # fmt: skip
     p.add_argument("--classes", metavar="NAMES", help="comma-separated class names to keep (relabelled in this order)")
     p.add_argument("--per-class-limit", type=int, metavar="N", help="keep at most N training images per class")
     p.add_argument("--epochs", type=int, metavar="N", help="epochs to train (the preset's by default)")
@@ -54,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--patience", type=int, metavar="EPOCHS", help="epochs without improvement before early stopping")
     p.add_argument("--no-early-stop", action="store_true", help="run every epoch (keeps the best checkpoint)")
+    p.add_argument("--backbone", metavar="imagenet|RUN_DIR", help="transfer: the preset model's ImageNet weights "
+                   "(as proyecto10) or a cifarlab run, whose layers up to its classifier get a new head")  # fmt: skip
+    p.add_argument("--weights", metavar="PATH", help="local copy of the ImageNet weights (vgg16-397923af.pth); "
+                   "nothing is downloaded")  # fmt: skip
+    p.add_argument("--input-size", type=int, metavar="PIXELS", help="transfer: resize images (bilinear) to this side "
+                   "before the backbone, e.g. 64, 96, 224")  # fmt: skip
+    p.add_argument("--finetune", type=int, metavar="N", help="transfer: also train the backbone's last N blocks "
+                   "(default 0: frozen backbone, its features computed once and cached)")  # fmt: skip
+    p.add_argument("--backbone-lr-scale", type=float, metavar="X", help="transfer: the backbone's learning rate as "
+                   "a fraction of the head's (default 0.1)")  # fmt: skip
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     p.add_argument(
@@ -73,14 +84,15 @@ def _presets(args: argparse.Namespace) -> None:
     names = list_presets(args.pattern)
     if not names:
         raise ValueError(f"no preset matches '{args.pattern}' (see 'cifarlab presets')")
-    header = f"{'preset':<11} {'model':<10} {'total':>11} {'trainable':>11} {'non-train.':>10} {'seed acc.':>9}  recipe"
-    print(header)
+    width = max(11, *(len(name) for name in names))
+    columns = f"{'model':<10} {'total':>11} {'trainable':>11} {'non-train.':>10} {'seed acc.':>9}  recipe"
+    print(f"{'preset':<{width}} {columns}")
     for name in names:
         preset = get_preset(name)
-        counts = count_params(create_model(preset.config.model))
+        counts = count_params(preset_model(preset.config))  # a transfer preset: its frozen backbone is non-trainable
         seed_acc = f"{preset.seed_accuracy:.2f}" if preset.seed_accuracy is not None else "-"
         print(
-            f"{name:<11} {preset.config.model:<10} {counts.total:>11,} {counts.trainable:>11,} "
+            f"{name:<{width}} {preset.config.model:<10} {counts.total:>11,} {counts.trainable:>11,} "
             f"{counts.non_trainable:>10,} {seed_acc:>9}  {preset.summary}"
         )
         if args.details:
@@ -91,6 +103,13 @@ def _presets(args: argparse.Namespace) -> None:
                   + f", val split {preset.config.data.val_size}, inputs {preset.config.data.normalize}")  # fmt: skip
             if recipe.augment.enabled:
                 print(f"    augmentation: {recipe.augment.to_dict()}")
+            transfer = preset.config.transfer
+            if transfer.backbone is not None:
+                tuned = f"last {transfer.finetune} blocks fine-tuned (lr x{transfer.backbone_lr_scale:g})"
+                print(f"    transfer: backbone {transfer.backbone} {preset.config.model} (inputs scaled as its weights "
+                      f"expect), {tuned if transfer.finetune else 'frozen (features cached)'}, input size "
+                      f"{transfer.input_size or 'as loaded'}, head {list(transfer.head)} + Linear, dropout "
+                      f"{transfer.head_dropout:g}")  # fmt: skip
             for choice in preset.choices:
                 print(f"    - {choice}")
 
@@ -109,6 +128,11 @@ def _train(args: argparse.Namespace) -> None:
         "lr": args.lr,
         "patience": args.patience,
         "early_stopping": () if args.no_early_stop else None,
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "input_size": args.input_size,
+        "finetune": args.finetune,
+        "backbone_lr_scale": args.backbone_lr_scale,
         "compile": args.compile,
         "channels_last": False if args.no_channels_last else None,
         "seed": args.seed,

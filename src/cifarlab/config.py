@@ -24,6 +24,7 @@ Normalize = Literal["scale", "standardize"]
 Optimizer = Literal["adam", "sgd"]
 Schedule = Literal["constant", "warmup_linear"]
 Monitor = Literal["val_loss", "val_accuracy"]
+BatchNormMode = Literal["frozen", "train"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class TrainConfig:
     early_stopping: tuple[Monitor, ...] = ()  # one Keras EarlyStopping per monitor, restoring its best weights
     patience: int = 10  # epochs without improvement before an EarlyStopping ends the run
     eval_batch_size: int = 1000
+    ema: float = 0.0  # decay of an exponential moving average of the weights, used at the end; 0 = off
     tta: int = 0  # test-time augmentation of the test evaluation: 0 off, 1 mirror, 2 mirror + 1-pixel shifts
 
     def __post_init__(self) -> None:
@@ -85,10 +87,43 @@ class TrainConfig:
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.patience < 1:
             raise ValueError(f"--patience must be at least 1 epoch, got {self.patience}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"train.ema must be in [0, 1), got {self.ema}")
         if self.tta not in (0, 1, 2):
             raise ValueError(f"train.tta must be 0, 1 or 2; got {self.tta}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Transfer learning: a pretrained backbone under a new head. Off while `backbone` is None."""
+
+    backbone: str | None = None  # 'imagenet' (the model's published ImageNet weights) or a cifarlab run dir/checkpoint
+    weights: str | None = None  # local copy of the ImageNet weights file; None = download once into the cache
+    input_size: int | None = None  # side images are resized to (bilinear) before the backbone; None = unchanged
+    finetune: int = 0  # last backbone blocks that train too; 0 = frozen backbone, features computed once and cached
+    backbone_lr_scale: float = 0.1  # backbone learning rate as a fraction of the head's (`lr`)
+    head: tuple[int, ...] = ()  # widths of the new head's hidden Dense layers (ReLU, Dropout); () = one Linear
+    head_dropout: float = 0.0  # Dropout after each hidden Dense layer of the new head
+    batchnorm: BatchNormMode = "frozen"  # backbone BatchNorm while fine-tuning: running statistics 'frozen' or 'train'
+
+    def __post_init__(self) -> None:
+        _check_choice("transfer.batchnorm", self.batchnorm, BatchNormMode)
+        if self.input_size is not None and self.input_size < 8:
+            raise ValueError(f"--input-size must be at least 8 pixels, got {self.input_size}")
+        if self.finetune < 0:
+            raise ValueError(f"--finetune must be 0 (frozen backbone) or more blocks, got {self.finetune}")
+        if not self.backbone_lr_scale > 0:
+            raise ValueError(f"--backbone-lr-scale must be positive, got {self.backbone_lr_scale}")
+        if any(units < 1 for units in self.head):
+            raise ValueError(f"transfer.head widths must be at least 1, got {list(self.head)}")
+        if not 0 <= self.head_dropout < 1:
+            raise ValueError(f"transfer.head_dropout must be in [0, 1), got {self.head_dropout}")
+        if self.weights is not None and self.backbone != "imagenet":
+            raise ValueError("--weights (a local ImageNet weights file) needs --backbone imagenet, as in proyecto10")
+        if self.backbone is None and (self.finetune or self.input_size is not None or self.head):
+            raise ValueError("--finetune, --input-size and transfer.head apply to transfer runs: add --backbone")
 
 
 @dataclass(frozen=True)
@@ -99,6 +134,7 @@ class RunConfig:
     model: str = "proyecto4"
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs
     channels_last: bool = True
@@ -122,7 +158,7 @@ def _check_choice(name: str, value: object, choices: Any) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got '{value}'")
 
 
-_SECTIONS = {"data": DataConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "transfer": TransferConfig}
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -156,7 +192,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             raise ValueError(f"unknown config key '{key}'{hint} (allowed: {', '.join(names)})")
         if name == "augment" and isinstance(value, dict):
             value = AugmentConfig.from_dict(value)
-        if name in ("early_stopping", "classes"):
+        if name in ("early_stopping", "classes", "head"):
             value = tuple(value)
         (nested[section] if section else top)[name] = value
     for section, values in nested.items():
@@ -166,7 +202,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a run config TOML file (top-level keys, [data] and [train] tables).
+    """Read a run config TOML file (top-level keys, [data], [train] and [transfer] tables).
 
     Raises:
         FileNotFoundError: if the file is missing.

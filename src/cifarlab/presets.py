@@ -6,7 +6,7 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from cifarlab.config import DataConfig, RunConfig, TrainConfig
+from cifarlab.config import DataConfig, RunConfig, TrainConfig, TransferConfig
 from cifarlab.data.augment import KERAS_SEED_PROYECTO9, AugmentConfig
 from cifarlab.models.registry import unknown_name_message
 
@@ -41,6 +41,18 @@ def register_preset(fn: Callable[[], Preset]) -> Callable[[], Preset]:
         raise ValueError(f"preset '{fn.__name__}' is registered twice")
     _PRESETS[fn.__name__] = fn
     return fn
+
+
+def register_preset_as(name: str) -> Callable[[Callable[[], Preset]], Callable[[], Preset]]:
+    """Register a preset factory under `name`, for names that are not identifiers (e.g. 'vgg16-finetune')."""
+
+    def register(fn: Callable[[], Preset]) -> Callable[[], Preset]:
+        if name in _PRESETS:
+            raise ValueError(f"preset '{name}' is registered twice")
+        _PRESETS[name] = fn
+        return fn
+
+    return register
 
 
 def list_presets(pattern: str = "*") -> list[str]:
@@ -176,6 +188,79 @@ def proyecto9() -> Preset:
             "(the seed's 78 steps x 128 = 9,984 of its 10,000 images)",
         ),
     )  # fmt: skip
+
+
+_P10_CHOICES = (
+    "backbone: the published PyTorch ImageNet VGG16 (vgg16-397923af.pth; the same 13 convolutions and 14,714,688 "
+    "parameters as Keras' VGG16(include_top=False), from another training), downloaded once and hash-checked, or "
+    "--weights PATH offline",
+    "preprocessing follows the weights: RGB in [0, 1] normalised with the ImageNet mean/std (data.normalize is not "
+    "used). Keras' VGG16 expects preprocess_input's BGR minus the mean pixel on 0-255 values; the seed does not show "
+    "which it fed, and plain x/255, its other steps' input, would have degraded the features",
+    "features: computed once by the frozen backbone in inference mode and cached on disk (the seed's "
+    "x_train_postvgg16); at 32x32 the last pooling leaves 1x1x512, so the global average pooling here is the "
+    "seed's Flatten",
+    "one-hot labels + categorical_crossentropy = cross-entropy on class indices; the head's Dense layers have Keras' "
+    "glorot-uniform kernels and zero biases",
+    "validation data (the seed's x_val_postvgg16): the same stratified 10,000-image split as the other steps",
+    _ADAM_CHOICE,
+    _NO_CALLBACKS,
+)
+
+
+@register_preset
+def proyecto10() -> Preset:
+    """PROYECTO 10: ImageNet VGG16 features (frozen, cached) and a Dense 1024-1024-512 head."""
+    config = RunConfig(
+        preset="proyecto10",
+        model="vgg16",
+        data=DataConfig(val_size=10_000),
+        train=replace(_SEED_TRAIN, epochs=100, batch_size=64),
+        transfer=TransferConfig(backbone="imagenet", head=(1024, 1024, 512), head_dropout=0.5),
+    )
+    summary = "ImageNet VGG16 frozen at 32x32 (features cached) + Dense 1024-1024-512, Dropout 0.5; batch 64"
+    return Preset("proyecto10", summary, config, seed_accuracy=61.79, choices=_P10_CHOICES)
+
+
+@register_preset_as("vgg16-finetune")
+def vgg16_finetune() -> Preset:
+    """Transfer done well: the whole ImageNet VGG16 fine-tuned on upsampled, augmented images."""
+    recipe = TrainConfig(
+        epochs=10,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.01,  # the new head's; the backbone gets lr * backbone_lr_scale = 0.001
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,  # VGG's own ImageNet value
+        schedule="warmup_linear",
+        warmup_epochs=1.0,  # the random head's first gradients would otherwise shake the pretrained filters
+        label_smoothing=0.1,
+        augment=AugmentConfig(horizontal_flip=True, crop_padding=4, crop_mode="reflect"),
+        checkpoint_best=True,
+        eval_batch_size=100,  # 224x224 activations: 100 images per batch is ~1 GB per VGG layer in fp32
+    )
+    config = RunConfig(
+        preset="vgg16-finetune",
+        model="vgg16",
+        data=DataConfig(val_size=5_000),
+        train=recipe,
+        transfer=TransferConfig(backbone="imagenet", input_size=224, finetune=5, backbone_lr_scale=0.1),
+    )
+    choices = (
+        "images upsampled (bilinear) to 224x224, the scale ImageNet objects had when the filters were learnt; at "
+        "32x32 a CIFAR object is a few pixels wide at the third block and the frozen features stay weak (the seed's "
+        "61.79 %)",
+        "all 5 blocks fine-tuned at 0.1x the head's learning rate; VGG16 has no BatchNorm, so nothing to freeze there",
+        "flip + 4-pixel reflect-padded random crop at 32x32, before the upsampling; label smoothing 0.1",
+        "SGD Nesterov momentum 0.9, weight decay 5e-4, 1 warmup epoch then linear decay, 10 epochs, batch 64; the "
+        "best-val_accuracy epoch (5,000 held-out images) is kept",
+        "expected test accuracy about 92 % with the ImageNet weights (not measured here: no weights offline, and a "
+        "GPU job: ~46 GFLOP per training image); reported for VGG16 fine-tuned on CIFAR-10: 92.3 % (Enhancing Image "
+        "Classification Accuracy Using Transfer Learning with Pretrained CNNs, DMP-LNCSE, article 164)",
+    )
+    summary = "ImageNet VGG16 fine-tuned at 224x224 (all blocks, backbone lr x0.1), flip + crop; 10 epochs, GPU"
+    return Preset("vgg16-finetune", summary, config, choices=choices)
 
 
 # The fast recipes: learnt from the public CIFAR-10 speed-runs (Page 2018; Jordan 2024), written for cifarlab.

@@ -20,6 +20,7 @@ from cifarlab.models.registry import create_model
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from cifarlab.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from cifarlab.training.device import autocast, resolve_device, resolve_precision, seed_everything
+from cifarlab.training.ema import WeightAverage
 from cifarlab.training.history import History
 from cifarlab.training.schedules import build_optimizer, build_scheduler
 
@@ -69,7 +70,7 @@ class Trainer:
         else:
             self.normalization = Normalization()
         self.model_kwargs = {"num_classes": len(self.class_names), "image_size": self.image_size}
-        self.model = create_model(config.model, **self.model_kwargs).to(self.device)
+        self.model = self.build_model().to(self.device)
         if hasattr(self.model, "init_from_data"):  # e.g. whitening filters from the training images' statistics
             sample = self.train_split.images[: self.recipe.eval_batch_size * 5]
             self.model.init_from_data(self.normalization(sample.float()))
@@ -88,12 +89,17 @@ class Trainer:
         )
         self.optimizer = build_optimizer(self.model, self.recipe)
         self.scheduler = build_scheduler(self.optimizer, self.recipe, len(self.train_loader))
+        self.ema = WeightAverage(self.model, self.recipe.ema) if self.recipe.ema > 0 else None
         self.history = History()
         self.epoch = 0
         self.stop_training = False
         self.callbacks = self._recipe_callbacks() + list(callbacks or [])
         for callback in self.callbacks:
             callback.set_trainer(self)
+
+    def build_model(self) -> torch.nn.Module:
+        """The network to train: the registered `config.model` (a subclass may build another, e.g. for transfer)."""
+        return create_model(self.config.model, **self.model_kwargs)
 
     def _recipe_callbacks(self) -> list[Callback]:
         """ModelCheckpoint and EarlyStopping as the recipe asks, when there is a validation split to watch."""
@@ -139,6 +145,8 @@ class Trainer:
             self.log(_epoch_line(self.epoch, self.recipe.epochs, logs))
             for callback in self.callbacks:
                 callback.on_epoch_end(self.epoch, logs)
+        if self.ema is not None:  # the run's final weights are the average
+            self.ema.copy_to(self.model)
         for callback in self.callbacks:
             callback.on_train_end()
         return self.history
@@ -166,6 +174,8 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update()
             loss_sum += loss.detach() * len(labels)
             correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += len(labels)
@@ -210,6 +220,7 @@ class Trainer:
             "channels_last": self.config.channels_last,
             "tta": self.recipe.tta,
             "data_source": self.data_source,
+            "data_dir": self.config.data.data_dir,
             "epoch": epoch if epoch is not None else self.epoch,
             "metrics": metrics or {},
             "cifarlab_version": __version__,

@@ -1,0 +1,280 @@
+"""Speed benchmarks: every comparison side by side in one run, alternating, medians of several repeats.
+
+    python benchmarks/speed.py                       # throughput table: precision, memory format, compile, TTA
+    python benchmarks/speed.py --keras               # + the seed's networks in Keras/TensorFlow (separate venv)
+    python benchmarks/speed.py --profile fast94      # where one training step's time goes
+
+Timings on a shared 2-core machine are noisy: run nothing else meanwhile. Each variant is timed in turn within
+each repeat (so drifts in machine speed hit all variants alike), and ratios are taken against the first variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from cifarlab.data.dataset import Split
+from cifarlab.data.loader import BatchLoader, Normalization
+from cifarlab.evaluation.tta import TTA
+from cifarlab.models import create_model
+from cifarlab.presets import get_preset
+from cifarlab.training.device import autocast
+from cifarlab.training.schedules import build_optimizer
+
+CPU = torch.device("cpu")
+KERAS_VENV = Path(os.environ.get("CIFARLAB_KERAS_VENV", "/tmp/cifarlab-keras-venv"))
+
+
+def matmul_ceiling(n: int = 4096) -> float:
+    """bf16 matmul TFLOP/s on this machine now (the best of 3)."""
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b
+    best = min(_time(lambda: a @ b) for _ in range(3))
+    return 2 * n**3 / best / 1e12
+
+
+def _time(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _synthetic_split(n: int, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,)))
+
+
+def make_train_step(preset: str, precision: str, channels_last: bool, compile_model: bool, batch_size: int | None):
+    """A closure running one real training step of `preset` (loader, augmentation, forward, backward, step)."""
+    config = get_preset(preset).config
+    recipe = config.train
+    batch = batch_size or recipe.batch_size
+    torch.manual_seed(0)
+    model = create_model(config.model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile_model else model
+    optimizer = build_optimizer(model, recipe)
+    loader = BatchLoader(_synthetic_split(batch * 4), batch, Normalization(), shuffle=True, augment=recipe.augment,
+                         steps_per_epoch=10**9, channels_last=channels_last)  # fmt: skip
+    batches = iter(loader)
+
+    def step() -> None:
+        inputs, labels = next(batches)
+        with autocast(CPU, precision):
+            logits = forward(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, batch, model
+
+
+def train_flops(preset: str, batch: int) -> float:
+    """FLOPs of one training step (forward + backward) at `batch`."""
+    model = create_model(get_preset(preset).config.model)
+    x = torch.randn(batch, 3, 32, 32)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return float(counter.get_total_flops())
+
+
+def compare(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run each variant once per repeat, in turn; each returns images/s."""
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            results[name].append(run())
+    return results
+
+
+def _throughput(step: Callable[[], None], batch: int, steps: int) -> Callable[[], float]:
+    def run() -> float:
+        step()  # one unmeasured step: caches, allocator
+        seconds = _time(lambda: [step() for _ in range(steps)])
+        return batch * steps / seconds
+
+    return run
+
+
+def print_table(title: str, results: dict[str, list[float]], unit: str = "img/s") -> dict[str, float]:
+    """Median and ratio to the first row."""
+    print(f"\n{title}")
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    base = next(iter(medians.values()))
+    for name, median in medians.items():
+        spread = f"{min(results[name]):.0f}-{max(results[name]):.0f}"
+        print(f"  {name:<38} {median:>8.0f} {unit}  (range {spread:>11})  x{median / base:.2f}")
+    return medians
+
+
+def bench_training(preset: str, repeats: int, steps: int, include_compile: bool) -> dict[str, float]:
+    """fp32 vs bf16, NCHW vs channels_last, eager vs compiled, for one preset's real training step."""
+    variants = {}
+    settings = [("fp32", False, False), ("fp32", True, False), ("bf16", False, False), ("bf16", True, False)]
+    if include_compile:
+        settings.append(("bf16", True, True))
+    for precision, channels_last, compiled in settings:
+        start = time.perf_counter()
+        step, batch, _ = make_train_step(preset, precision, channels_last, compiled, None)
+        step()
+        name = f"{precision} {'channels_last' if channels_last else 'NCHW'}{' compiled' if compiled else ''}"
+        if compiled:
+            name += f" (compile {time.perf_counter() - start:.0f}s)"
+        variants[name] = _throughput(step, batch, steps)
+    return print_table(f"training throughput, {preset} (batch {batch}, {steps} steps x {repeats})",
+                       compare(variants, repeats))  # fmt: skip
+
+
+def bench_eval(preset: str, repeats: int) -> dict[str, float]:
+    """Inference images/s without and with test-time augmentation."""
+    model = create_model(get_preset(preset).config.model).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1000, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    variants = {}
+    for level in (0, 1, 2):
+        wrapped = TTA(model, level)
+
+        def run(wrapped: TTA = wrapped) -> float:
+            with torch.no_grad(), autocast(CPU, "bf16"):
+                wrapped(x)
+                return len(x) / _time(lambda: wrapped(x))
+
+        variants[f"TTA level {level}"] = run
+    return print_table(f"evaluation throughput, {preset} (bf16, batch 1000)", compare(variants, repeats))
+
+
+def profile_step(preset: str) -> None:
+    """Where one training step's time goes, by operator group."""
+    step, batch, _ = make_train_step(preset, "bf16", True, False, None)
+    for _ in range(2):
+        step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step()
+    groups = {"conv backward": ("convolution_backward",), "conv forward": ("convolution",),
+              "batchnorm": ("batch_norm", "native_batch_norm"), "pooling": ("max_pool",),
+              "activation": ("gelu", "relu"), "optimizer": ("_foreach", "sgd", "adam"),
+              "augmentation/data": ("grid_sampler", "index", "randperm", "gather", "reflection_pad", "flip", "where"),
+              "linear/matmul": ("addmm", "mm", "linear")}  # fmt: skip
+    totals: dict[str, float] = {name: 0.0 for name in groups}
+    totals["other"] = 0.0
+    all_time = 0.0
+    for event in prof.key_averages():
+        self_time = event.self_cpu_time_total
+        all_time += self_time
+        key = event.key.lower()
+        for name, needles in groups.items():
+            if any(needle in key for needle in needles):
+                totals[name] += self_time
+                break
+        else:
+            totals["other"] += self_time
+    print(f"\nprofile of 3 training steps, {preset} (bf16, channels_last, batch {batch}); self CPU time by group")
+    for name, value in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<20} {value / 1e3:>9.0f} ms  {100 * value / max(all_time, 1):5.1f}%")
+
+
+def ensure_keras_venv() -> Path:
+    """A separate venv with tensorflow-cpu (Keras 3), made once."""
+    python = KERAS_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(KERAS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "tensorflow-cpu"], check=True)
+    return python
+
+
+KERAS_SCRIPT = r"""
+import json, sys, time, os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np, keras
+name, batch, policy, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+keras.mixed_precision.set_global_policy(policy)
+L = keras.layers
+def block(m, f, drop, bn):
+    m.add(L.Conv2D(f, 3, padding="same", activation="relu")); m.add(L.Conv2D(f, 3, padding="same", activation="relu"))
+    m.add(L.MaxPooling2D(2)); m.add(L.Dropout(drop)); bn and m.add(L.BatchNormalization())
+m = keras.Sequential([keras.Input((32, 32, 3))])
+if name == "proyecto1":
+    m.add(L.Conv2D(32, 3, padding="same", activation="relu")); m.add(L.MaxPooling2D(2))
+    m.add(L.Conv2D(64, 3, padding="same", activation="relu")); m.add(L.MaxPooling2D(2))
+    m.add(L.Flatten()); m.add(L.Dense(64, activation="relu"))
+else:  # proyecto9's network (P6)
+    for f in (64, 128, 256): block(m, f, 0.3, True)
+    m.add(L.Flatten()); m.add(L.Dense(512, activation="relu")); m.add(L.Dropout(0.3)); m.add(L.BatchNormalization())
+m.add(L.Dense(10, activation="softmax", dtype="float32"))
+m.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+x = np.random.rand(batch * steps, 32, 32, 3).astype("float32"); y = np.random.randint(0, 10, batch * steps)
+m.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, epochs=1, verbose=0)
+t = time.perf_counter(); m.fit(x, y, batch_size=batch, epochs=1, verbose=0); s = time.perf_counter() - t
+print(json.dumps({"images_per_s": batch * steps / s}))
+"""
+
+
+def bench_keras(preset: str, repeats: int, steps: int) -> dict[str, float]:
+    """The seed's network in Keras/TF (float32, mixed_bfloat16) against cifarlab, alternating."""
+    python = ensure_keras_venv()
+    script = Path("/tmp/cifarlab_keras_bench.py")
+    script.write_text(KERAS_SCRIPT)
+    batch = get_preset(preset).config.train.batch_size
+    model = get_preset(preset).config.model
+
+    def keras_run(policy: str) -> Callable[[], float]:
+        def run() -> float:
+            out = subprocess.run([str(python), str(script), model, str(batch), policy, str(steps)],
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
+
+        return run
+
+    step, _, _ = make_train_step(preset, "bf16", True, False, batch)
+    variants = {
+        "keras float32": keras_run("float32"),
+        "keras mixed_bfloat16": keras_run("mixed_bfloat16"),
+        "cifarlab bf16 channels_last": _throughput(step, batch, steps),
+    }
+    return print_table(f"{preset}'s network, Keras/TF vs cifarlab (batch {batch})", compare(variants, repeats))
+
+
+def main() -> None:
+    """Run the benchmarks named on the command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="proyecto9,fast94", help="presets for the training table")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per repeat")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    parser.add_argument("--keras", action="store_true", help="also compare with Keras on TensorFlow")
+    parser.add_argument("--profile", metavar="PRESET", help="profile one preset's training step")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
+    ceiling_before = matmul_ceiling()
+    print(f"bf16 matmul ceiling now: {ceiling_before:.2f} TFLOP/s")
+    for preset in args.presets.split(","):
+        medians = bench_training(preset, args.repeats, args.steps, not args.no_compile)
+        batch = get_preset(preset).config.train.batch_size
+        best = max(medians.values())
+        achieved = train_flops(preset, batch) / batch * best / 1e12
+        print(f"  best: {achieved:.3f} TFLOP/s = {100 * achieved / ceiling_before:.0f}% of the bf16 matmul ceiling")
+        bench_eval(preset, args.repeats)
+    if args.keras:
+        for preset in ("proyecto9", "proyecto1"):
+            bench_keras(preset, args.repeats, args.steps * 4)
+    if args.profile:
+        profile_step(args.profile)
+    print(f"\nbf16 matmul ceiling after: {matmul_ceiling():.2f} TFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

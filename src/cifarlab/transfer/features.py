@@ -1,0 +1,230 @@
+"""Backbone features computed once and cached on disk, and the batches and evaluation that use them.
+
+A frozen backbone maps each image to the same vector at every epoch, so, as the seed's PROYECTO 10 does with
+`model_vgg16_final.predict`, the features are computed once, in inference mode, and the head trains on them. The
+cache file is keyed by everything the vectors depend on: the backbone's architecture and weights, the images
+and labels, the input size, the normalisation, and the device type, precision and memory format (numerics).
+Anything else changed, and the key changes with it. Files live in `$CIFARLAB_HOME/features/` and are written
+atomically as safetensors; delete the folder at any time to reclaim the space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from cifarlab._download import cache_home
+from cifarlab._io import write_with
+from cifarlab.data.dataset import Split
+from cifarlab.data.loader import BatchLoader, Normalization
+from cifarlab.evaluation.metrics import EvalResult, confusion_matrix
+from cifarlab.models.transfer_net import TransferNet
+from cifarlab.training.device import autocast
+
+FEATURE_CACHE_VERSION = 1  # bump when extraction changes, so old cache files stop matching
+
+
+@dataclass
+class FeatureSplit:
+    """Backbone features of one split: (N, F) float32 and their (N,) int64 labels."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> FeatureSplit:
+        """This split on `device`."""
+        return FeatureSplit(self.features.to(device), self.labels.to(device))
+
+
+def tensor_digest(hasher: hashlib._Hash, tensor: torch.Tensor) -> None:
+    """Feed a tensor's dtype, shape and bytes to `hasher`."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    hasher.update(f"{flat.dtype}{tuple(tensor.shape)}".encode())
+    hasher.update(memoryview(flat.view(torch.uint8).numpy()))
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a module's architecture (its repr) and of every tensor of its state."""
+    hasher = hashlib.sha256(repr(module).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        hasher.update(name.encode())
+        tensor_digest(hasher, tensor)
+    return hasher.hexdigest()
+
+
+def split_fingerprint(split: Split) -> str:
+    """sha256 of a split's images and labels."""
+    hasher = hashlib.sha256()
+    tensor_digest(hasher, split.images)
+    tensor_digest(hasher, split.labels)
+    return hasher.hexdigest()
+
+
+def feature_batch_size(eval_batch_size: int, side: int) -> int:
+    """Images per extraction batch: `eval_batch_size` at 32x32, fewer for bigger inputs (same activation memory)."""
+    return max(8, eval_batch_size * 32 * 32 // (side * side))
+
+
+@torch.no_grad()
+def extract_features(
+    net: TransferNet,
+    split: Split,
+    normalization: Normalization,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    desc: str = "features",
+    progress: bool = False,
+) -> torch.Tensor:
+    """(N, F) float32 backbone features of every image of `split` (on the split's device), backbone in eval mode."""
+    was_training = net.training
+    net.eval()
+    device = split.images.device
+    loader = BatchLoader(split, batch_size, normalization, channels_last=channels_last)
+    outputs = []
+    with autocast(device, precision), tqdm(total=len(loader), desc=desc, unit="batch", disable=not progress) as bar:
+        for inputs, _ in loader:
+            outputs.append(net.extract(inputs).float())
+            bar.update(1)
+    net.train(was_training)
+    return torch.cat(outputs)
+
+
+def cached_features(
+    net: TransferNet,
+    split: Split,
+    normalization: Normalization,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    cache_dir: str | Path | None = None,
+    desc: str = "features",
+    progress: bool = False,
+) -> tuple[torch.Tensor, bool]:
+    """Backbone features of `split`, read from the cache when they were computed before.
+
+    Args:
+        net: the model whose (frozen) backbone computes the features.
+        split: the images, on the device that computes them.
+        normalization: input scaling applied before the backbone.
+        batch_size: images per extraction batch.
+        precision: 'bf16' or 'fp32' (part of the key: the vectors differ).
+        channels_last: memory format of the inputs (part of the key).
+        cache_dir: cache root; None = `$CIFARLAB_HOME` (default ~/.cache/cifarlab).
+        desc: progress bar label.
+        progress: show a progress bar while computing.
+
+    Returns:
+        ((N, F) float32 features on the split's device, True when they came from the cache).
+    """
+    device = split.images.device
+    key = {
+        "version": FEATURE_CACHE_VERSION,
+        "backbone": module_fingerprint(net.backbone),
+        "input_size": net.input_size,
+        "data": split_fingerprint(split),
+        "normalization": normalization.to_dict(),
+        "numerics": [device.type, precision, channels_last],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:40]
+    path = Path(cache_dir) if cache_dir is not None else cache_home()
+    path = path / "features" / f"{digest}.safetensors"
+    features = _read_cache(path, split)
+    if features is not None:
+        return features.to(device), True
+    features = extract_features(
+        net, split, normalization, batch_size=batch_size, precision=precision, channels_last=channels_last,
+        desc=desc, progress=progress,
+    )  # fmt: skip
+    tensors = {"features": features.cpu().contiguous(), "labels": split.labels.cpu().contiguous()}
+    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata={"key": json.dumps(key)}))
+    return features, False
+
+
+def _read_cache(path: Path, split: Split) -> torch.Tensor | None:
+    """Cached features for `split`, or None when missing; a file that does not fit is deleted."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+        features, labels = tensors["features"], tensors["labels"]
+        if features.ndim != 2 or len(features) != len(split) or not torch.equal(labels, split.labels.cpu()):
+            raise ValueError(f"holds {tuple(features.shape)} features for {len(split)} images")
+        return features
+    except Exception as error:  # a foreign or damaged file can fail in many ways
+        warnings.warn(f"deleting unusable feature cache {path} ({error}); computing again", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+class FeatureLoader:
+    """(features, labels) batches of a FeatureSplit: shuffled passes, or `steps_per_epoch` from an endless stream."""
+
+    def __init__(
+        self, split: FeatureSplit, batch_size: int, *, shuffle: bool = True, steps_per_epoch: int | None = None,
+        seed: int = 0,
+    ) -> None:  # fmt: skip
+        if len(split) == 0:
+            raise ValueError("cannot load batches from an empty split")
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.steps_per_epoch = steps_per_epoch
+        self.generator = torch.Generator(device=split.features.device)
+        self.generator.manual_seed(seed)
+        self._pending: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch or -(-len(self.split) // self.batch_size)
+
+    def _new_pass(self) -> list[torch.Tensor]:
+        n, device = len(self.split), self.split.features.device
+        if not self.shuffle:
+            return list(torch.arange(n, device=device).split(self.batch_size))
+        order = torch.randperm(n, generator=self.generator, device=device)
+        return list(order.split(self.batch_size))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.steps_per_epoch is None:
+            batches: Iterator[torch.Tensor] = iter(self._new_pass())
+        else:
+            batches = (self._next_batch() for _ in range(self.steps_per_epoch))
+        for index in batches:
+            yield self.split.features[index], self.split.labels[index]
+
+    def _next_batch(self) -> torch.Tensor:
+        if not self._pending:
+            self._pending = self._new_pass()
+        return self._pending.pop(0)
+
+
+@torch.no_grad()
+def evaluate_features(
+    net: TransferNet, split: FeatureSplit, num_classes: int, *, batch_size: int = 1000, precision: str = "fp32"
+) -> EvalResult:
+    """Loss, accuracy and confusion matrix of the new head on precomputed features."""
+    was_training = net.training
+    net.eval()
+    with autocast(split.features.device, precision):
+        logits = torch.cat([net.classify(chunk).float() for chunk in split.features.split(batch_size)])
+    net.train(was_training)
+    predictions = logits.argmax(dim=1)
+    return EvalResult(
+        loss=F.cross_entropy(logits, split.labels).item(),
+        accuracy=(predictions == split.labels).float().mean().item(),
+        confusion=confusion_matrix(predictions, split.labels, num_classes),
+    )

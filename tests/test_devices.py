@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.training.device import resolve_device, resolve_precision
+from tests.factories import make_dataset
+
+
+def test_auto_device_and_precision_follow_the_machine():
+    device = resolve_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_precision("fp32", device) == "fp32"
+    assert resolve_precision("auto", device) in ("bf16", "fp32")
+
+
+def test_cuda_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="--device cuda was asked for"):
+        resolve_device("cuda")
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    dataset = make_dataset(train=64, test=32)
+    result = cifarlab.train("proyecto1", dataset=dataset, epochs=2, batch_size=32, val_size=0, device="cpu",
+                            precision="bf16", out=str(tmp_path / "r"), quiet=True)  # fmt: skip
+    assert all(v == v for v in result.history.history["loss"])  # no NaN
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_matches_its_checkpoint(tmp_path):
+    dataset = make_dataset(train=64, test=32)
+    result = cifarlab.train("proyecto1", dataset=dataset, epochs=1, batch_size=32, val_size=0, compile=True,
+                            precision="fp32", out=str(tmp_path / "r"), quiet=True)  # fmt: skip
+    assert "_orig_mod" not in "".join(cifarlab.load(result.run_dir).model.state_dict())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["proyecto9", "fast88"])
+def test_trains_on_cuda(preset, tmp_path):
+    result = cifarlab.train(preset, dataset=make_dataset(train=128, test=64), epochs=2, batch_size=32, val_size=32,
+                            device="cuda", out=str(tmp_path / "r"), quiet=True)  # fmt: skip
+    assert result.history.history["loss"][-1] < result.history.history["loss"][0]
