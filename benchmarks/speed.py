@@ -250,7 +250,7 @@ def bench_keras(preset: str, repeats: int, steps: int) -> dict[str, float]:
 def main() -> None:
     """Run the benchmarks named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="proyecto9,fast94", help="presets for the training table")
+    parser.add_argument("--presets", default="proyecto9,fast94", help="presets for the training table ('' for none)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per repeat")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
@@ -261,7 +261,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
     ceiling_before = matmul_ceiling()
     print(f"bf16 matmul ceiling now: {ceiling_before:.2f} TFLOP/s")
-    for preset in args.presets.split(","):
+    for preset in filter(None, args.presets.split(",")):
         medians = bench_training(preset, args.repeats, args.steps, not args.no_compile)
         batch = get_preset(preset).config.train.batch_size
         best = max(medians.values())

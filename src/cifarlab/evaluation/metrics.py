@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import BatchLoader, Normalization
@@ -65,16 +67,24 @@ def predict_logits(
     batch_size: int = 1000,
     precision: str = "fp32",
     channels_last: bool = False,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    desc: str = "predict",
+    progress: bool = False,
 ) -> torch.Tensor:
-    """Logits (N, K) in float32 for every image of `split`, in order, with the model in eval mode."""
+    """Outputs (N, K) in float32 for every image of `split`, in order, with the model in eval mode.
+
+    `forward` replaces `model(inputs)` (e.g. a backbone's feature extractor); the model's mode is still set.
+    """
     was_training = model.training
     model.eval()
+    forward = forward or model
     device = split.images.device
     loader = BatchLoader(split, batch_size, normalization, channels_last=channels_last)
     outputs = []
-    with autocast(device, precision):
+    with autocast(device, precision), tqdm(total=len(loader), desc=desc, unit="batch", disable=not progress) as bar:
         for inputs, _ in loader:
-            outputs.append(model(inputs).float())
+            outputs.append(forward(inputs).float())
+            bar.update(1)
     model.train(was_training)
     return torch.cat(outputs)
 

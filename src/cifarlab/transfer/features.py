@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from cifarlab._download import cache_home
 from cifarlab._io import write_with
 from cifarlab.data.dataset import Split
-from cifarlab.data.loader import BatchLoader, Normalization
-from cifarlab.evaluation.metrics import EvalResult, confusion_matrix
+from cifarlab.data.loader import Normalization
+from cifarlab.evaluation.metrics import EvalResult, confusion_matrix, predict_logits
 from cifarlab.models.transfer_net import TransferNet
 from cifarlab.training.device import autocast
 
@@ -90,17 +89,10 @@ def extract_features(
     progress: bool = False,
 ) -> torch.Tensor:
     """(N, F) float32 backbone features of every image of `split` (on the split's device), backbone in eval mode."""
-    was_training = net.training
-    net.eval()
-    device = split.images.device
-    loader = BatchLoader(split, batch_size, normalization, channels_last=channels_last)
-    outputs = []
-    with autocast(device, precision), tqdm(total=len(loader), desc=desc, unit="batch", disable=not progress) as bar:
-        for inputs, _ in loader:
-            outputs.append(net.extract(inputs).float())
-            bar.update(1)
-    net.train(was_training)
-    return torch.cat(outputs)
+    return predict_logits(
+        net, split, normalization, batch_size=batch_size, precision=precision, channels_last=channels_last,
+        forward=net.extract, desc=desc, progress=progress,
+    )  # fmt: skip
 
 
 def cached_features(
