@@ -148,8 +148,10 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout_s: float) -> None:
                 raise OSError(f"download of {url} failed: HTTP {e.code} {e.reason}; {hint}") from e
         except (OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", None) or str(e) or type(e).__name__
-            kept = f"; the partial file {part} was kept" if part.exists() else ""
-            raise OSError(f"download of {url} was interrupted ({reason}){kept}; re-running resumes") from e
+            if part.exists() and part.stat().st_size > 0:
+                kept = f"the partial file {part} was kept"
+                raise OSError(f"download of {url} was interrupted ({reason}); {kept}; re-running resumes") from e
+            raise OSError(f"cannot download {url} ({reason}); check the network") from e
         part.unlink(missing_ok=True)
     raise OSError(f"download of {url} failed: the server cannot continue the partial file; re-running starts over")
 

@@ -81,7 +81,11 @@ def load_cifar10(
         cache_file = cache_folder / f"{_CACHE_STEM}.npz"
 
         def build() -> _Arrays:
-            archive = download(url, cache_folder / ARCHIVE_NAME, md5=md5, progress=progress)
+            try:
+                archive = download(url, cache_folder / ARCHIVE_NAME, md5=md5, progress=progress)
+            except OSError as error:
+                offline = "or use --data-dir DIR (a folder with the archive) or --data FOLDER (an image folder), offline"
+                raise OSError(f"{error}; {offline}") from error
             return _parse_archive(archive)
 
     else:
