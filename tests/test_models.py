@@ -64,8 +64,9 @@ def test_keras_batchnorm_settings_and_layer_order():
     assert len(norms) == 4
     assert all(m.momentum == KERAS_BN_MOMENTUM and m.eps == KERAS_BN_EPSILON for m in norms)
     kinds = [type(m).__name__ for m in model.features]
-    # from P4 on: MaxPool -> Dropout -> BatchNorm after each double conv
-    assert kinds[4:7] == ["MaxPool2d", "Dropout", "BatchNorm2d"]
+    # from P4 on: MaxPool -> Dropout -> BatchNorm after each double conv (the block's last ReLU follows the pool,
+    # which computes the same function: see the next test)
+    assert kinds[:7] == ["Conv2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU", "Dropout", "BatchNorm2d"]
     assert [type(m).__name__ for m in model.neck] == ["Linear", "ReLU", "Dropout", "BatchNorm1d"]
 
 
@@ -86,3 +87,21 @@ def test_flatten_is_channels_last_order():
     # Keras flattens (H, W, C): the first C values are the channels of pixel (0, 0)
     assert flat[0, :3].tolist() == x[0, :, 0, 0].tolist()
     assert flat.shape == (2, 12)
+
+
+def test_pooling_before_the_last_relu_is_the_seeds_function_exactly():
+    torch.manual_seed(0)
+    model = create_model("proyecto2").eval()
+    seed_order = []
+    for layer in model.features:  # rebuild the seed's Conv -> ReLU -> MaxPool order
+        if isinstance(layer, torch.nn.ReLU) and isinstance(seed_order[-1], torch.nn.MaxPool2d):
+            seed_order.insert(len(seed_order) - 1, layer)
+        else:
+            seed_order.append(layer)
+    x = torch.randn(3, 3, 32, 32, requires_grad=True)
+    ours = model.features(x)
+    theirs = torch.nn.Sequential(*seed_order)(x)
+    assert torch.equal(ours, theirs)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    (grad_theirs,) = torch.autograd.grad(theirs.square().sum(), x)
+    assert torch.allclose(grad_ours, grad_theirs, atol=1e-6)
