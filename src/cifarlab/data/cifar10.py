@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from cifarlab._download import cache_home, download, file_md5
+from cifarlab._io import atomic_path
 from cifarlab.data.dataset import Dataset, Split
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -84,7 +83,7 @@ def load_cifar10(
             try:
                 archive = download(url, cache_folder / ARCHIVE_NAME, md5=md5, progress=progress)
             except OSError as error:
-                offline = "or use --data-dir DIR (a folder with the archive) or --data FOLDER (an image folder), offline"
+                offline = "or use --data-dir DIR (a folder with the archive) or --data FOLDER (image folder), offline"
                 raise OSError(f"{error}; {offline}") from error
             return _parse_archive(archive)
 
@@ -281,17 +280,10 @@ def _read_cache(path: Path, notes: list[str]) -> _Arrays | None:
 
 
 def _write_cache(path: Path, arrays: _Arrays, notes: list[str]) -> None:
-    """Save the arrays to `path` atomically (temp file in the same folder, then os.replace)."""
+    """Save the arrays to `path` atomically."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.savez(f, **arrays)
     except OSError as e:
         # The data is fine; only the next load gets slower.
         notes.append(

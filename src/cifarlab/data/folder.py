@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from cifarlab._download import cache_home
+from cifarlab._io import atomic_path
 from cifarlab.data.dataset import Dataset, Split
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -218,15 +218,8 @@ def _read_cache(path: Path, splits: list[str], image_size: int) -> dict[str, np.
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Store `arrays` at `path` atomically and delete older cache files of the same folder and options."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as temp:
-                np.savez(temp, **arrays)  # uncompressed: a cache hit should cost a read, not a decompression
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, tmp.open("wb") as temp:
+            np.savez(temp, **arrays)  # uncompressed: a cache hit should cost a read, not a decompression
         options_key = path.stem.split("-")[0]
         for stale in path.parent.glob(f"{options_key}-*.npz"):
             if stale != path:
