@@ -76,25 +76,6 @@ def feature_batch_size(eval_batch_size: int, side: int) -> int:
     return max(8, eval_batch_size * 32 * 32 // (side * side))
 
 
-@torch.no_grad()
-def extract_features(
-    net: TransferNet,
-    split: Split,
-    normalization: Normalization,
-    *,
-    batch_size: int,
-    precision: str = "fp32",
-    channels_last: bool = False,
-    desc: str = "features",
-    progress: bool = False,
-) -> torch.Tensor:
-    """(N, F) float32 backbone features of every image of `split` (on the split's device), backbone in eval mode."""
-    return predict_logits(
-        net, split, normalization, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        forward=net.extract, desc=desc, progress=progress,
-    )  # fmt: skip
-
-
 def cached_features(
     net: TransferNet,
     split: Split,
@@ -138,9 +119,10 @@ def cached_features(
     features = _read_cache(path, split)
     if features is not None:
         return features.to(device), True
-    features = extract_features(
+    # the backbone's features, batch by batch in inference mode, as any prediction
+    features = predict_logits(
         net, split, normalization, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        desc=desc, progress=progress,
+        forward=net.extract, desc=desc, progress=progress,
     )  # fmt: skip
     tensors = {"features": features.cpu().contiguous(), "labels": split.labels.cpu().contiguous()}
     write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata={"key": json.dumps(key)}))
