@@ -58,3 +58,88 @@ def test_weight_average_tracks_the_weights_and_is_copied_at_the_end():
     assert torch.allclose(model.weight, torch.ones(1, 2), atol=1e-6)  # converged to the steady value, not 5
     with pytest.raises(ValueError, match="train.ema must be in"):
         WeightAverage(model, 1.5)
+
+
+def test_orthogonalize_sets_every_singular_value_near_one():
+    from cifarlab.training.muon import orthogonalize
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(16, 72), (72, 16)]:
+        matrix = torch.randn(shape, generator=generator) * torch.logspace(-1, 0.5, shape[1])  # unequal scales
+        singular = torch.linalg.svdvals(orthogonalize(matrix).float())
+        assert singular.min() > 0.5 and singular.max() < 1.3, singular
+        u, _, vh = torch.linalg.svd(matrix, full_matrices=False)  # the same directions as the exact factor U V^T
+        assert torch.nn.functional.cosine_similarity(orthogonalize(matrix).flatten(), (u @ vh).flatten(), dim=0) > 0.9
+    with pytest.raises(ValueError, match="2-D"):
+        orthogonalize(torch.ones(3))
+
+
+def test_muon_groups_filters_keeps_their_norm_and_trains_the_rest_with_sgd():
+    from cifarlab.config import TrainConfig
+    from cifarlab.training.muon import Muon
+    from cifarlab.training.schedules import build_optimizer
+
+    model = create_model("airnet88")
+    optimizer = build_optimizer(model, TrainConfig(optimizer="muon", lr=0.1, muon_lr=0.2, bias_lr_scale=4.0))
+    assert isinstance(optimizer, Muon)
+    by_role = {(g["orthogonal"], g["lr"]): g["params"] for g in optimizer.param_groups}
+    filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
+    assert by_role[(True, 0.2)] == filters
+    assert by_role[(False, 0.1)] == [model.head.weight]
+    assert all(p.ndim == 1 for p in by_role[(False, 0.4)])  # BatchNorm shifts and the whitening bias at lr x4
+    assert optimizer.param_groups[0]["lr"] == 0.1  # the recipe's lr is what history.csv logs
+    x, labels = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.nn.functional.cross_entropy(model(x), labels).backward()
+    optimizer.step()
+    conv = model.groups[1].conv2.weight
+    assert torch.allclose(conv.norm(), torch.tensor(len(conv) ** 0.5), rtol=0.05)  # rescaled, then one step
+    frozen = [i for i, p in enumerate(model.parameters()) if not p.requires_grad]
+    assert all(torch.equal(before[i], list(model.parameters())[i]) for i in frozen)
+    assert not torch.equal(before[-1], model.head.weight)
+
+
+def test_alternating_flip_shows_each_image_both_ways_in_two_passes():
+    from cifarlab.data.augment import AugmentConfig
+    from cifarlab.data.loader import BatchLoader, Normalization
+
+    split = make_split(40, size=8)
+    augment = AugmentConfig(horizontal_flip=True, alternate_flip=True)
+    loader = BatchLoader(split, 16, Normalization(), shuffle=True, augment=augment, seed=3)
+
+    def flipped_per_image() -> torch.Tensor:
+        flags = torch.zeros(len(split), dtype=torch.bool)
+        originals = Normalization()(split.images.float())
+        for inputs, _ in loader:
+            for image in inputs:
+                same = (originals == image).flatten(1).all(1)
+                mirrored = (originals.flip(-1) == image).flatten(1).all(1)
+                index = int((same | mirrored).nonzero()[0])
+                flags[index] = bool(mirrored[index]) and not bool(same[index])
+        return flags
+
+    first, second = flipped_per_image(), flipped_per_image()
+    assert torch.equal(first, ~second)  # every image in both orientations across two consecutive passes
+    assert 8 < int(first.sum()) < 32  # a random half, not all or none
+    assert torch.equal(flipped_per_image(), first)
+
+
+def test_progressive_resizing_shrinks_the_first_epochs_only(tmp_path):
+    from cifarlab.training.trainer import Trainer
+
+    dataset = make_dataset(train=64, test=32, size=16)
+    config = cifarlab.resolve_config("fast88", epochs=3, batch_size=32, quiet=True, precision="fp32",
+                                     **{"train.low_res_size": 12, "train.low_res_epochs": 2})  # fmt: skip
+    trainer = Trainer(config, dataset)
+    sizes = []
+    original = trainer.forward_model
+    trainer.forward_model = lambda x: sizes.append(x.shape[-1]) or original(x)
+    trainer.fit()
+    assert sizes == [12, 12, 12, 12, 16, 16]  # two steps per epoch
+    with pytest.raises(ValueError, match="train.low_res_size: model 'proyecto1' cannot take 8x8 images"):
+        Trainer(
+            cifarlab.resolve_config("proyecto1", val_size=0, **{"train.low_res_size": 8, "train.low_res_epochs": 1}),
+            dataset,
+        )
+    with pytest.raises(ValueError, match="go together"):
+        cifarlab.resolve_config("fast88", **{"train.low_res_size": 8})

@@ -97,7 +97,14 @@ def _presets(args: argparse.Namespace) -> None:
         )
         if args.details:
             recipe = preset.config.train
-            print(f"    recipe: {recipe.optimizer} lr {recipe.lr:g} (epsilon {recipe.adam_epsilon:g}), "
+            optimizer = {
+                "adam": f"adam lr {recipe.lr:g} (epsilon {recipe.adam_epsilon:g})",
+                "sgd": f"sgd lr {recipe.lr:g} (momentum {recipe.momentum:g})",
+                "muon": f"muon lr {recipe.muon_lr:g} on conv filters, sgd lr {recipe.lr:g} on the rest",
+            }[recipe.optimizer]
+            if recipe.low_res_epochs:
+                optimizer += f", first {recipe.low_res_epochs} epochs at {recipe.low_res_size}px"
+            print(f"    recipe: {optimizer}, "
                   f"{recipe.epochs} epochs, batch {recipe.batch_size}"
                   + (f", {recipe.steps_per_epoch} steps/epoch" if recipe.steps_per_epoch else "")
                   + f", val split {preset.config.data.val_size}, inputs {preset.config.data.normalize}")  # fmt: skip

@@ -21,7 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Normalize = Literal["scale", "standardize"]
-Optimizer = Literal["adam", "sgd"]
+Optimizer = Literal["adam", "sgd", "muon"]
 Schedule = Literal["constant", "warmup_linear"]
 Monitor = Literal["val_loss", "val_accuracy"]
 BatchNormMode = Literal["frozen", "train"]
@@ -58,12 +58,17 @@ class TrainConfig:
     optimizer: Optimizer = "adam"
     lr: float = 1e-3  # peak learning rate
     adam_epsilon: float = 1e-7  # Keras' default (PyTorch's own default is 1e-8)
-    momentum: float = 0.9  # SGD only
+    momentum: float = 0.9  # SGD, and muon's non-filter parameters
+    muon_lr: float = 0.24  # muon only: step of the conv filters, relative to their (fixed) norm
+    muon_momentum: float = 0.6  # muon only: momentum of the conv filters
+    bias_lr_scale: float = 1.0  # SGD and muon: learning rate of 1-D parameters (biases, BatchNorm shifts) / lr
     nesterov: bool = True  # SGD only
     weight_decay: float = 0.0  # L2 added to the gradient (coupled), per step
     schedule: Schedule = "constant"  # 'warmup_linear': linear rise over warmup_epochs, then linear decay to 0
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    low_res_size: int = 0  # progressive resizing: side the training images are shrunk to at first; 0 = off
+    low_res_epochs: int = 0  # epochs trained at low_res_size before the full size
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     checkpoint_best: bool = False  # Keras ModelCheckpoint(monitor='val_accuracy', save_best_only=True)
     early_stopping: tuple[Monitor, ...] = ()  # one Keras EarlyStopping per monitor, restoring its best weights
@@ -85,6 +90,17 @@ class TrainConfig:
             raise ValueError(f"train.steps_per_epoch must be at least 1 or unset, got {self.steps_per_epoch}")
         if not self.lr > 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        for name in ("muon_lr", "bias_lr_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        for name in ("momentum", "muon_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.low_res_size < 0 or self.low_res_epochs < 0 or bool(self.low_res_size) != bool(self.low_res_epochs):
+            raise ValueError(
+                "train.low_res_size and train.low_res_epochs go together: both positive (progressive resizing) or "
+                f"both 0, got {self.low_res_size} and {self.low_res_epochs}"
+            )
         if self.patience < 1:
             raise ValueError(f"--patience must be at least 1 epoch, got {self.patience}")
         if not 0 <= self.ema < 1:

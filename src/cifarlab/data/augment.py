@@ -308,6 +308,7 @@ class AugmentConfig:
     shear_deg: float = 0.0  # shear range in degrees (Keras' shear_range)
     zoom: float = 0.0  # Keras' zoom_range: factors ~ U(1 - zoom, 1 + zoom); 0 = off
     horizontal_flip: bool = False
+    alternate_flip: bool = False  # with horizontal_flip: a random half flipped in the first pass, then the rest
     brightness: tuple[float, float] | None = None  # (low, high) factors; None = off
     crop_padding: int = 0  # pixels of padding before the random crop; 0 = off
     crop_mode: CropMode = "reflect"
@@ -318,8 +319,9 @@ class AugmentConfig:
             _check_range("AugmentConfig", name, getattr(self, name))
         if self.zoom >= 1:
             raise ValueError(f"AugmentConfig: zoom must be in [0, 1) (factors 1 - zoom .. 1 + zoom), got {self.zoom}")
-        if not isinstance(self.horizontal_flip, bool):
-            raise ValueError(f"AugmentConfig: horizontal_flip must be True or False, got {self.horizontal_flip!r}")
+        for name in ("horizontal_flip", "alternate_flip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"AugmentConfig: {name} must be True or False, got {getattr(self, name)!r}")
         if self.brightness is not None:
             pair = tuple(self.brightness) if isinstance(self.brightness, (tuple, list)) else ()
             if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from cifarlab.data.augment import AugmentConfig, Augmenter
 from cifarlab.data.dataset import Split
@@ -73,11 +75,19 @@ class BatchLoader:
         self.batch_size = batch_size
         self.normalization = normalization
         self.shuffle = shuffle
+        self.generator = torch.Generator(device=split.images.device)
+        self.generator.manual_seed(seed)
+        # Alternating flip (Jordan 2024): each image is mirrored in every other pass, starting from a random half,
+        # so any two consecutive passes show both views of every image.
+        self.flip_first: torch.Tensor | None = None
+        if augment is not None and augment.horizontal_flip and augment.alternate_flip:
+            self.flip_first = torch.rand(len(split), generator=self.generator, device=split.images.device) < 0.5
+            augment = dataclasses.replace(augment, horizontal_flip=False)
         self.augmenter = Augmenter(augment) if augment is not None and augment.enabled else None
         self.steps_per_epoch = steps_per_epoch
         self.channels_last = channels_last
-        self.generator = torch.Generator(device=split.images.device)
-        self.generator.manual_seed(seed)
+        self.passes = 0  # passes over the split started so far
+        self.resize_to: int | None = None  # shrink the batches to this side (progressive resizing); None = as stored
         self._pending: list[torch.Tensor] = []  # batches of indices left over from the current pass
 
     def __len__(self) -> int:
@@ -86,6 +96,7 @@ class BatchLoader:
         return -(-len(self.split) // self.batch_size)
 
     def _new_pass(self) -> list[torch.Tensor]:
+        self.passes += 1
         n = len(self.split)
         device = self.split.images.device
         if self.shuffle:
@@ -106,8 +117,14 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for index in self._indices():
             pixels = self.split.images[index].float()  # (B, 3, H, W) in [0, 255]
+            if self.flip_first is not None:  # the batch belongs to the latest pass
+                flip = self.flip_first[index] ^ (self.passes % 2 == 0)
+                pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
             if self.augmenter is not None:
                 pixels = self.augmenter(pixels, self.generator)
+            if self.resize_to is not None and self.resize_to != pixels.shape[-1]:
+                size = (self.resize_to, self.resize_to)
+                pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
             inputs = self.normalization(pixels)
             if self.channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)

@@ -74,6 +74,8 @@ class Trainer:
         if hasattr(self.model, "init_from_data"):  # e.g. whitening filters from the training images' statistics
             sample = self.train_split.images[: self.recipe.eval_batch_size * 5]
             self.model.init_from_data(self.normalization(sample.float()))
+        if self.recipe.low_res_size:
+            self._check_accepts_size(self.recipe.low_res_size)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
@@ -100,6 +102,21 @@ class Trainer:
     def build_model(self) -> torch.nn.Module:
         """The network to train: the registered `config.model` (a subclass may build another, e.g. for transfer)."""
         return create_model(self.config.model, **self.model_kwargs)
+
+    @torch.no_grad()
+    def _check_accepts_size(self, size: int) -> None:
+        """Fail early, and clearly, when progressive resizing asks a fixed-size network for smaller images."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.model(torch.zeros(1, 3, size, size, device=self.device))
+        except RuntimeError:
+            raise ValueError(
+                f"train.low_res_size: model {self.config.model!r} cannot take {size}x{size} images (it needs "
+                f"{self.image_size}x{self.image_size}); progressive resizing needs a size-agnostic network"
+            ) from None
+        finally:
+            self.model.train(was_training)
 
     def _recipe_callbacks(self) -> list[Callback]:
         """ModelCheckpoint and EarlyStopping as the recipe asks, when there is a validation split to watch."""
@@ -154,6 +171,8 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         """One epoch of optimiser steps; returns the epoch's mean loss and accuracy and its peak lr."""
         self.model.train()
+        low_res = self.epoch <= self.recipe.low_res_epochs
+        self.train_loader.resize_to = self.recipe.low_res_size if low_res else None
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0

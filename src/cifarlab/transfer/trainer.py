@@ -23,15 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarlab.config import RunConfig, TrainConfig
+from cifarlab.config import RunConfig
 from cifarlab.data.dataset import Dataset
 from cifarlab.data.loader import Normalization
 from cifarlab.evaluation.metrics import EvalResult
 from cifarlab.models.registry import create_model
-from cifarlab.models.transfer_net import TransferNet
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.checkpoint import load_state, meta_path, read_checkpoint, resolve_checkpoint
-from cifarlab.training.schedules import build_scheduler
+from cifarlab.training.schedules import build_optimizer, build_scheduler
 from cifarlab.training.trainer import Trainer
 from cifarlab.transfer.features import (
     FeatureLoader,
@@ -142,7 +141,8 @@ class TransferTrainer(Trainer):
             return
         if self.transfer.finetune == 0:
             self.notes.append("augmentation on: the frozen backbone runs on every augmented batch (no feature cache)")
-        self.optimizer = build_transfer_optimizer(self.model, self.recipe, self.transfer.backbone_lr_scale)
+        backbone = [(self.model.backbone.parameters(), self.transfer.backbone_lr_scale)]
+        self.optimizer = build_optimizer(self.model, self.recipe, lr_scales=backbone)  # the head's lr first
         self.scheduler = build_scheduler(self.optimizer, self.recipe, len(self.train_loader))
 
     def build_model(self) -> nn.Module:
@@ -213,25 +213,6 @@ class TransferTrainer(Trainer):
         meta["model"] = TRANSFER_MODEL
         meta["backbone"] = self.source.description
         return meta
-
-
-def build_transfer_optimizer(
-    model: TransferNet, recipe: TrainConfig, backbone_lr_scale: float
-) -> torch.optim.Optimizer:
-    """The recipe's optimiser with two groups: the new head at `lr`, trainable backbone blocks at lr * scale.
-
-    The head's group comes first, so the `lr` column of history.csv is the head's learning rate.
-    """
-    head = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
-    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
-    groups: list[dict[str, Any]] = [{"params": head, "lr": recipe.lr}]
-    if backbone:
-        groups.append({"params": backbone, "lr": recipe.lr * backbone_lr_scale})
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, eps=recipe.adam_epsilon, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(
-        groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay
-    )
 
 
 def preset_model(config: RunConfig) -> nn.Module:
