@@ -138,6 +138,25 @@ def bench_training(preset: str, repeats: int, steps: int, include_compile: bool)
                        compare(variants, repeats))  # fmt: skip
 
 
+def bench_threads(preset: str, repeats: int, steps: int) -> dict[str, float]:
+    """The same bf16 channels_last training step with 1, 2, ... intra-op threads (up to the CPU count)."""
+    step, batch, _ = make_train_step(preset, "bf16", True, False, None)
+    step()
+    default = torch.get_num_threads()
+    variants = {}
+    for threads in range(1, (os.cpu_count() or 1) + 1):
+
+        def run(threads: int = threads) -> float:
+            torch.set_num_threads(threads)
+            try:
+                return _throughput(step, batch, steps)()
+            finally:
+                torch.set_num_threads(default)
+
+        variants[f"{threads} thread{'s' if threads > 1 else ''}"] = run
+    return print_table(f"threads, {preset} (bf16 channels_last, batch {batch})", compare(variants, repeats))
+
+
 def bench_eval(preset: str, repeats: int) -> dict[str, float]:
     """Inference images/s without and with test-time augmentation."""
     model = create_model(get_preset(preset).config.model).eval().to(memory_format=torch.channels_last)
@@ -256,6 +275,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     parser.add_argument("--keras", action="store_true", help="also compare with Keras on TensorFlow")
     parser.add_argument("--profile", metavar="PRESET", help="profile one preset's training step")
+    parser.add_argument("--threads", metavar="PRESET", help="compare intra-op thread counts on one preset")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
@@ -271,6 +291,8 @@ def main() -> None:
     if args.keras:
         for preset in ("proyecto9", "proyecto1"):
             bench_keras(preset, args.repeats, args.steps * 4)
+    if args.threads:
+        bench_threads(args.threads, args.repeats, args.steps)
     if args.profile:
         profile_step(args.profile)
     print(f"\nbf16 matmul ceiling after: {matmul_ceiling():.2f} TFLOP/s")

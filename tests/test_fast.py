@@ -38,6 +38,7 @@ def test_fast_presets_build_train_and_learn(preset, tmp_path):
     loss = result.history.history["loss"]
     assert loss[-1] < loss[0]
     assert result.test.accuracy > 0.5  # 4 classes
+    assert any("progressive resizing is off" in note for note in result.notes)  # 16px images, low_res_size 24
     assert cifarlab.load(result.run_dir, precision="fp32").evaluate(dataset.test).percent() == result.test.percent()
 
 
@@ -142,4 +143,4 @@ def test_progressive_resizing_shrinks_the_first_epochs_only(tmp_path):
             dataset,
         )
     with pytest.raises(ValueError, match="go together"):
-        cifarlab.resolve_config("fast88", **{"train.low_res_size": 8})
+        cifarlab.resolve_config("proyecto1", **{"train.low_res_size": 8})

@@ -74,8 +74,13 @@ class Trainer:
         if hasattr(self.model, "init_from_data"):  # e.g. whitening filters from the training images' statistics
             sample = self.train_split.images[: self.recipe.eval_batch_size * 5]
             self.model.init_from_data(self.normalization(sample.float()))
-        if self.recipe.low_res_size:
+        self.low_res_size: int | None = None  # progressive resizing: the early epochs' image side
+        if self.recipe.low_res_size and self.recipe.low_res_size < self.image_size:
             self._check_accepts_size(self.recipe.low_res_size)
+            self.low_res_size = self.recipe.low_res_size
+        elif self.recipe.low_res_size:
+            self.notes.append(f"images are {self.image_size}px, not larger than train.low_res_size "
+                              f"{self.recipe.low_res_size}: progressive resizing is off")  # fmt: skip
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
@@ -172,7 +177,7 @@ class Trainer:
         """One epoch of optimiser steps; returns the epoch's mean loss and accuracy and its peak lr."""
         self.model.train()
         low_res = self.epoch <= self.recipe.low_res_epochs
-        self.train_loader.resize_to = self.recipe.low_res_size if low_res else None
+        self.train_loader.resize_to = self.low_res_size if low_res else None
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
