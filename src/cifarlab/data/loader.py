@@ -42,6 +42,57 @@ class Normalization:
         return (pixels * (1 / 255) - mean) / std
 
 
+class BatchIndices:
+    """Batches of indices into n items: one pass per epoch, or `steps_per_epoch` batches from an endless stream.
+
+    The stream is made of passes, as Keras draws batches from a generator with `steps_per_epoch`.
+
+    Args:
+        n: number of items.
+        batch_size: indices per batch; the last batch of a pass may be smaller.
+        generator: draws the shuffles (on the device the indices should live on).
+        shuffle: a new random order at every pass.
+        steps_per_epoch: batches per iteration; None = exactly one pass.
+
+    Attributes:
+        passes: passes started so far; the batch just yielded belongs to the latest one.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, generator: torch.Generator, *, shuffle: bool, steps_per_epoch: int | None
+    ) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.generator = generator
+        self.shuffle = shuffle
+        self.steps_per_epoch = steps_per_epoch
+        self.passes = 0
+        self._pending: list[torch.Tensor] = []  # batches left over from the current pass
+
+    def __len__(self) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return -(-self.n // self.batch_size)
+
+    def _new_pass(self) -> list[torch.Tensor]:
+        self.passes += 1
+        device = self.generator.device
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=self.generator, device=device)
+        else:
+            order = torch.arange(self.n, device=device)
+        return list(order.split(self.batch_size))
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.steps_per_epoch is None:
+            yield from self._new_pass()
+            return
+        for _ in range(self.steps_per_epoch):
+            if not self._pending:
+                self._pending = self._new_pass()
+            yield self._pending.pop(0)
+
+
 class BatchLoader:
     """Iterate over (inputs, labels) batches of a split held on the training device.
 
@@ -72,11 +123,11 @@ class BatchLoader:
         if len(split) == 0:
             raise ValueError("cannot load batches from an empty split")
         self.split = split
-        self.batch_size = batch_size
         self.normalization = normalization
-        self.shuffle = shuffle
         self.generator = torch.Generator(device=split.images.device)
         self.generator.manual_seed(seed)
+        self.indices = BatchIndices(len(split), batch_size, self.generator, shuffle=shuffle,
+                                    steps_per_epoch=steps_per_epoch)  # fmt: skip
         # Alternating flip (Jordan 2024): each image is mirrored in every other pass, starting from a random half,
         # so any two consecutive passes show both views of every image.
         self.flip_first: torch.Tensor | None = None
@@ -84,41 +135,17 @@ class BatchLoader:
             self.flip_first = torch.rand(len(split), generator=self.generator, device=split.images.device) < 0.5
             augment = dataclasses.replace(augment, horizontal_flip=False)
         self.augmenter = Augmenter(augment) if augment is not None and augment.enabled else None
-        self.steps_per_epoch = steps_per_epoch
         self.channels_last = channels_last
-        self.passes = 0  # passes over the split started so far
         self.resize_to: int | None = None  # shrink the batches to this side (progressive resizing); None = as stored
-        self._pending: list[torch.Tensor] = []  # batches of indices left over from the current pass
 
     def __len__(self) -> int:
-        if self.steps_per_epoch is not None:
-            return self.steps_per_epoch
-        return -(-len(self.split) // self.batch_size)
-
-    def _new_pass(self) -> list[torch.Tensor]:
-        self.passes += 1
-        n = len(self.split)
-        device = self.split.images.device
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=device)
-        else:
-            order = torch.arange(n, device=device)
-        return list(order.split(self.batch_size))
-
-    def _indices(self) -> Iterator[torch.Tensor]:
-        if self.steps_per_epoch is None:
-            yield from self._new_pass()
-            return
-        for _ in range(self.steps_per_epoch):
-            if not self._pending:
-                self._pending = self._new_pass()
-            yield self._pending.pop(0)
+        return len(self.indices)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for index in self._indices():
+        for index in self.indices:
             pixels = self.split.images[index].float()  # (B, 3, H, W) in [0, 255]
             if self.flip_first is not None:  # the batch belongs to the latest pass
-                flip = self.flip_first[index] ^ (self.passes % 2 == 0)
+                flip = self.flip_first[index] ^ (self.indices.passes % 2 == 0)
                 pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
             if self.augmenter is not None:
                 pixels = self.augmenter(pixels, self.generator)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from cifarlab._download import cache_home
 from cifarlab._io import write_with
 from cifarlab.data.dataset import Split
-from cifarlab.data.loader import Normalization
+from cifarlab.data.loader import BatchIndices, Normalization
 from cifarlab.evaluation.metrics import EvalResult, confusion_matrix, predict_logits
 from cifarlab.models.transfer_net import TransferNet
 from cifarlab.training.device import autocast
@@ -155,35 +155,16 @@ class FeatureLoader:
         if len(split) == 0:
             raise ValueError("cannot load batches from an empty split")
         self.split = split
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.steps_per_epoch = steps_per_epoch
-        self.generator = torch.Generator(device=split.features.device)
-        self.generator.manual_seed(seed)
-        self._pending: list[torch.Tensor] = []
+        generator = torch.Generator(device=split.features.device)
+        generator.manual_seed(seed)
+        self.indices = BatchIndices(len(split), batch_size, generator, shuffle=shuffle, steps_per_epoch=steps_per_epoch)
 
     def __len__(self) -> int:
-        return self.steps_per_epoch or -(-len(self.split) // self.batch_size)
-
-    def _new_pass(self) -> list[torch.Tensor]:
-        n, device = len(self.split), self.split.features.device
-        if not self.shuffle:
-            return list(torch.arange(n, device=device).split(self.batch_size))
-        order = torch.randperm(n, generator=self.generator, device=device)
-        return list(order.split(self.batch_size))
+        return len(self.indices)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.steps_per_epoch is None:
-            batches: Iterator[torch.Tensor] = iter(self._new_pass())
-        else:
-            batches = (self._next_batch() for _ in range(self.steps_per_epoch))
-        for index in batches:
+        for index in self.indices:
             yield self.split.features[index], self.split.labels[index]
-
-    def _next_batch(self) -> torch.Tensor:
-        if not self._pending:
-            self._pending = self._new_pass()
-        return self._pending.pop(0)
 
 
 @torch.no_grad()
