@@ -3,6 +3,7 @@
     python benchmarks/speed.py                       # throughput table: precision, memory format, compile, TTA
     python benchmarks/speed.py --keras               # + the seed's networks in Keras/TensorFlow (separate venv)
     python benchmarks/speed.py --profile fast94      # where one training step's time goes
+    python benchmarks/speed.py --device cuda --steps 50   # the same tables on a GPU
 
 Timings on a shared 2-core machine are noisy: run nothing else meanwhile. Each variant is timed in turn within
 each repeat (so drifts in machine speed hit all variants alike), and ratios are taken against the first variant.
@@ -29,30 +30,42 @@ from cifarlab.data.loader import BatchLoader, Normalization
 from cifarlab.evaluation.tta import TTA
 from cifarlab.models import create_model
 from cifarlab.presets import get_preset
-from cifarlab.training.device import autocast
+from cifarlab.training.device import autocast, resolve_device
 from cifarlab.training.schedules import build_optimizer
 
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # set by --device
 KERAS_VENV = Path(os.environ.get("CIFARLAB_KERAS_VENV", "/tmp/cifarlab-keras-venv"))
 
 
-def matmul_ceiling(n: int = 4096) -> float:
-    """bf16 matmul TFLOP/s on this machine now (the best of 3)."""
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+def matmul_ceiling() -> float:
+    """bf16 matmul TFLOP/s on this device now (the best of 3; random data, never zeros)."""
+    n = 8192 if DEVICE.type == "cuda" else 4096
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=DEVICE)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=DEVICE)
     a @ b
-    best = min(_time(lambda: a @ b) for _ in range(3))
-    return 2 * n**3 / best / 1e12
+    repeats = 10 if DEVICE.type == "cuda" else 1
+    best = min(_time(lambda: [a @ b for _ in range(repeats)]) for _ in range(3))
+    return 2 * n**3 * repeats / best / 1e12
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def _time(fn: Callable[[], object]) -> float:
+    """Wall seconds of fn(), device work included."""
+    _sync()
     start = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - start
 
 
 def _synthetic_split(n: int, seed: int = 0) -> Split:
     g = torch.Generator().manual_seed(seed)
-    return Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,)))
+    split = Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,)))
+    return split.to(DEVICE)
 
 
 def make_train_step(preset: str, precision: str, channels_last: bool, compile_model: bool, batch_size: int | None):
@@ -61,7 +74,7 @@ def make_train_step(preset: str, precision: str, channels_last: bool, compile_mo
     recipe = config.train
     batch = batch_size or recipe.batch_size
     torch.manual_seed(0)
-    model = create_model(config.model)
+    model = create_model(config.model).to(DEVICE)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if compile_model else model
@@ -72,7 +85,7 @@ def make_train_step(preset: str, precision: str, channels_last: bool, compile_mo
 
     def step() -> None:
         inputs, labels = next(batches)
-        with autocast(CPU, precision):
+        with autocast(DEVICE, precision):
             logits = forward(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -159,14 +172,14 @@ def bench_threads(preset: str, repeats: int, steps: int) -> dict[str, float]:
 
 def bench_eval(preset: str, repeats: int) -> dict[str, float]:
     """Inference images/s without and with test-time augmentation."""
-    model = create_model(get_preset(preset).config.model).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(1000, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    model = create_model(get_preset(preset).config.model).eval().to(DEVICE, memory_format=torch.channels_last)
+    x = torch.randn(1000, 3, 32, 32, device=DEVICE).contiguous(memory_format=torch.channels_last)
     variants = {}
     for level in (0, 1, 2):
         wrapped = TTA(model, level)
 
         def run(wrapped: TTA = wrapped) -> float:
-            with torch.no_grad(), autocast(CPU, "bf16"):
+            with torch.no_grad(), autocast(DEVICE, "bf16"):
                 wrapped(x)
                 return len(x) / _time(lambda: wrapped(x))
 
@@ -276,9 +289,16 @@ def main() -> None:
     parser.add_argument("--keras", action="store_true", help="also compare with Keras on TensorFlow")
     parser.add_argument("--profile", metavar="PRESET", help="profile one preset's training step")
     parser.add_argument("--threads", metavar="PRESET", help="compare intra-op thread counts on one preset")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (--keras, --threads and --profile: CPU only)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = resolve_device(args.device)
+    if DEVICE.type != "cpu" and (args.keras or args.threads or args.profile):
+        parser.error("--keras, --threads and --profile measure the CPU: use them with --device cpu")
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
+    if DEVICE.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(DEVICE)}")
     ceiling_before = matmul_ceiling()
     print(f"bf16 matmul ceiling now: {ceiling_before:.2f} TFLOP/s")
     for preset in filter(None, args.presets.split(",")):

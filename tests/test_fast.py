@@ -144,3 +144,23 @@ def test_progressive_resizing_shrinks_the_first_epochs_only(tmp_path):
         )
     with pytest.raises(ValueError, match="go together"):
         cifarlab.resolve_config("proyecto1", **{"train.low_res_size": 8})
+
+
+@pytest.mark.gpu
+def test_fast_training_step_queues_without_host_syncs():
+    """On CUDA the fast recipe's whole step (batch, flip, crop, resize, Muon) never waits for the device."""
+    from cifarlab.training.trainer import Trainer
+
+    config = cifarlab.resolve_config("fast88", batch_size=32, device="cuda", quiet=True,
+                                     **{"train.low_res_size": 24, "train.low_res_epochs": 1})  # fmt: skip
+    trainer = Trainer(config, make_dataset(train=96, test=32))
+    trainer.train_loader.resize_to = 24
+    batches = iter(trainer.train_loader)
+    trainer.train_step(*next(batches))  # warm up: kernels, allocator, optimizer state
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for inputs, labels in batches:
+            loss, _ = trainer.train_step(inputs, labels)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert inputs.shape[-1] == 24 and torch.isfinite(loss)

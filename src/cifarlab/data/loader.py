@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -37,9 +38,16 @@ class Normalization:
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float pixels in [0, 255] -> normalised float32."""
-        mean = torch.tensor(self.mean, device=pixels.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=pixels.device).view(1, -1, 1, 1)
+        mean, std = _channel_constants(self.mean, self.std, pixels.device)
         return (pixels * (1 / 255) - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as (1, C, 1, 1) tensors on `device`, made once: a copy to a GPU per batch would wait for it."""
+    return torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1)
 
 
 class BatchIndices:

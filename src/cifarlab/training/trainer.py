@@ -191,17 +191,9 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, (inputs, labels) in enumerate(self.train_loader, start=1):
-            with autocast(self.device, self.precision):
-                logits = self.forward_model(inputs)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update()
-            loss_sum += loss.detach() * len(labels)
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            loss, logits = self.train_step(inputs, labels)
+            loss_sum += loss * len(labels)
+            correct += (logits.argmax(dim=1) == labels).sum()
             seen += len(labels)
             batch_logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
             for callback in self.callbacks:
@@ -211,6 +203,22 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
         bar.close()
         return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "lr": lr}
+
+    def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a batch; returns the (detached) loss and logits, still on the device.
+
+        Nothing here waits for the device (no `.item()`), so on a GPU the host queues the next batch meanwhile.
+        """
+        with autocast(self.device, self.precision):
+            logits = self.forward_model(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
+        return loss.detach(), logits.detach()
 
     def evaluate(self, split: Any, tta: int = 0) -> EvalResult:
         """Loss, accuracy and confusion matrix of the current model on a split, with `tta` views (see TTA)."""

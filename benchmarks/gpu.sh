@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU checks in one call, for a lent GPU machine whose time is short: the card, the CUDA tests, the fast
+# presets' time to accuracy, then fp32/bf16 and eager/compiled throughput. Each step has its own time limit, so a
+# slow one cannot eat the others' time; everything is logged to OUT_DIR/gpu.log.
+#
+#   bash benchmarks/gpu.sh DATA OUT_DIR [SEEDS] [PRESETS]
+#
+# DATA is the CIFAR-10 image folder, or a .tar.xz of one (unpacked to /tmp first); the machine's own python3 with
+# torch is used, with cifarlab taken from src/ (nothing is installed).
+set -uo pipefail
+data=${1:?usage: gpu.sh DATA OUT_DIR [SEEDS]}
+out=${2:?usage: gpu.sh DATA OUT_DIR [SEEDS]}
+seeds=${3:-0,1,2}
+presets=${4:-fast94,fast88}
+mkdir -p "$out"
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CIFARLAB_HOME=/tmp/cifarlab-home
+exec > >(tee -a "$out/gpu.log") 2>&1
+
+step() {  # step LIMIT_S TITLE COMMAND...: run one step under a time limit and say how it ended
+    local limit=$1 title=$2
+    shift 2
+    echo "=== $title ($(date +%T), limit ${limit}s)"
+    local start=$SECONDS
+    timeout "$limit" "$@"
+    echo "=== $title: exit $? after $((SECONDS - start))s"
+}
+
+if [[ $data == *.tar.xz ]]; then
+    mkdir -p /tmp/gpu-data && tar xJf "$data" -C /tmp/gpu-data
+    data=$(find /tmp/gpu-data -mindepth 1 -maxdepth 1 -type d | head -1)
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+step 180 "CUDA tests" python3 -m pytest -q -p no:cacheprovider -m gpu tests
+step 420 "time to accuracy" python3 benchmarks/time_to_accuracy.py --data "$data" --presets "$presets" \
+    --seeds "$seeds" --max-load 1000 --out /tmp/tta
+cp /tmp/tta/results.jsonl "$out/" 2>/dev/null
+step 240 "throughput" python3 benchmarks/speed.py --device cuda --presets fast94 --steps 40 --repeats 3
