@@ -46,7 +46,7 @@ class Normalization:
 def _channel_constants(
     mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """mean and std as (1, C, 1, 1) tensors on `device`, made once: a copy to a GPU per batch would wait for it."""
+    """Mean and std as (1, C, 1, 1) tensors on `device`, made once: a copy to a GPU per batch would wait for it."""
     return torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1)
 
 
