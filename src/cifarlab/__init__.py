@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from cifarlab.api import RunResult, evaluate, load, resolve_config, train  # noqa: E402
+from cifarlab.api import RunResult, evaluate, load, resolve_config, resume, train  # noqa: E402
 from cifarlab.classifier import Classifier  # noqa: E402
 from cifarlab.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from cifarlab.data import Dataset, Split, load_dataset  # noqa: E402
@@ -34,5 +34,6 @@ __all__ = [
     "load",
     "load_dataset",
     "resolve_config",
+    "resume",
     "train",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import subprocess
 import time
@@ -15,7 +16,15 @@ import torch
 from cifarlab import __version__
 from cifarlab._io import write_json
 from cifarlab.classifier import Classifier
-from cifarlab.config import DataConfig, RunConfig, TrainConfig, TransferConfig, apply_overrides, load_toml
+from cifarlab.config import (
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    TransferConfig,
+    apply_overrides,
+    config_from_dict,
+    load_toml,
+)
 from cifarlab.data import Dataset, load_dataset
 from cifarlab.data.dataset import select_classes
 from cifarlab.evaluation.metrics import EvalResult
@@ -24,6 +33,7 @@ from cifarlab.reports.plots import plot_history
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.checkpoint import CHECKPOINT_NAME
 from cifarlab.training.history import History
+from cifarlab.training.resume import RESUME_NAME, load_resume_state
 from cifarlab.training.trainer import Trainer
 from cifarlab.transfer.trainer import TransferTrainer
 
@@ -133,44 +143,112 @@ def train(
         '> 71.230'
     """
     config = config or resolve_config(preset, config_file, **overrides)
-    if dataset is None:
-        data = config.data
-        dataset = load_dataset(
-            data.source,
-            data_dir=data.data_dir,
-            image_size=data.image_size,
-            skip_bad_images=data.skip_bad_images,
-            progress=not config.quiet,
-        )
+    dataset = dataset if dataset is not None else _load_training_data(config)
     run_dir = make_run_dir(config)
-    trainer_class = TransferTrainer if config.transfer.backbone is not None else Trainer
     try:
-        trainer = trainer_class(config, dataset, run_dir=run_dir, callbacks=callbacks)
+        trainer = _make_trainer(config, dataset, run_dir, callbacks)
     except BaseException:
         if config.out is None and not any(run_dir.iterdir()):  # a bad option: no empty runs/<preset>-<time> left
             run_dir.rmdir()
         raise
-    config = trainer.config  # a transfer run names its backbone's architecture as the model
-    write_json(
-        run_dir / "config.json",
-        {
-            "config": config.to_dict(),
-            "git_revision": git_revision(),
-            "cifarlab_version": __version__,
-            "torch_version": torch.__version__,
-            "python_version": platform.python_version(),
-            "device": str(trainer.device),
-            "precision": trainer.precision,
-            "dataset": {
-                "source": dataset.source,
-                "class_names": trainer.class_names,  # after --classes
-                "train": len(trainer.train_split),
-                "val": len(trainer.val_split) if trainer.val_split is not None else 0,
-                "test": len(trainer.test_split),
-            },
-        },
+    write_json(run_dir / "config.json", _run_record(trainer, dataset))
+    return _fit_and_save(trainer, run_dir)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    dataset: Dataset | None = None,
+    callbacks: list[Callback] | None = None,
+    quiet: bool | None = None,
+) -> RunResult:
+    """Continue a run that stopped before it finished, from the end of its last complete epoch.
+
+    The run's own config.json says what to train and on which data; the data must be the same (same source,
+    classes and split sizes). The resumed run ends as the uninterrupted one would have, and writes the same files.
+
+    Args:
+        run_dir: the run directory of the stopped run.
+        dataset: the data, if the run was given data in memory rather than a source to load.
+        callbacks: extra callbacks.
+        quiet: override the run's own quiet setting.
+
+    Raises:
+        FileNotFoundError: if `run_dir` is not a run directory.
+        ValueError: if the run has finished, has no resume state, or the data differs from the run's.
+    """
+    run_dir = Path(run_dir)
+    record_path = run_dir / "config.json"
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a cifarlab run directory (no config.json)")
+    resume_path = run_dir / RESUME_NAME
+    if not resume_path.is_file():
+        if (run_dir / "metrics.json").is_file():
+            raise ValueError(f"run {run_dir} has finished; there is nothing to resume")
+        raise ValueError(f"run {run_dir} stopped before its first epoch ended (no {RESUME_NAME}); start it again")
+    try:
+        record = json.loads(record_path.read_text())
+        config = config_from_dict(record["config"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{record_path} is not a readable run record ({type(error).__name__}: {error})") from None
+    if quiet is not None:
+        config = dataclasses.replace(config, quiet=quiet)
+    state = load_resume_state(resume_path)
+    dataset = dataset if dataset is not None else _load_training_data(config)
+    trainer = _make_trainer(config, dataset, run_dir, callbacks)
+    now = json.loads(json.dumps(_run_record(trainer, dataset)["dataset"]))  # as config.json holds it
+    if now != record.get("dataset"):
+        raise ValueError(f"the data differs from run {run_dir}'s: it trained on {record.get('dataset')}, now {now}")
+    trainer.load_state_dict(state)
+    trainer.log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.train.epochs}")
+    return _fit_and_save(trainer, run_dir)
+
+
+def _load_training_data(config: RunConfig) -> Dataset:
+    data = config.data
+    return load_dataset(
+        data.source,
+        data_dir=data.data_dir,
+        image_size=data.image_size,
+        skip_bad_images=data.skip_bad_images,
+        progress=not config.quiet,
     )
-    history = trainer.fit()
+
+
+def _make_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks: list[Callback] | None) -> Trainer:
+    trainer_class = TransferTrainer if config.transfer.backbone is not None else Trainer
+    return trainer_class(config, dataset, run_dir=run_dir, callbacks=callbacks)
+
+
+def _run_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
+    """config.json: the resolved config (a transfer run names its backbone's architecture), versions, data."""
+    return {
+        "config": trainer.config.to_dict(),
+        "git_revision": git_revision(),
+        "cifarlab_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": str(trainer.device),
+        "precision": trainer.precision,
+        "dataset": {
+            "source": dataset.source,
+            "class_names": trainer.class_names,  # after --classes
+            "train": len(trainer.train_split),
+            "val": len(trainer.val_split) if trainer.val_split is not None else 0,
+            "test": len(trainer.test_split),
+        },
+    }
+
+
+def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
+    """Train to the end, test, and write the model, metrics and plots; then drop the resume state."""
+    config = trainer.config
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        if (run_dir / RESUME_NAME).is_file():
+            raise KeyboardInterrupt(f"continue with: cifarlab train --resume {run_dir}") from None
+        raise
     best_epoch = trainer.restore_best()
     test = trainer.evaluate(trainer.test_split, tta=config.train.tta)
     train_seconds = sum(history.history["seconds"])
@@ -192,6 +270,7 @@ def train(
         },
     )
     plot_history(history, run_dir)
+    (run_dir / RESUME_NAME).unlink(missing_ok=True)
     return RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
 
 

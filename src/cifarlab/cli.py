@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<timestamp>)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch, "
+                   "as it was configured (only --quiet may be added)")  # fmt: skip
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a test split and print '> accuracy'")
     p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory or its model.safetensors")
@@ -148,7 +150,16 @@ def _train(args: argparse.Namespace) -> None:
         "device": args.device,
         "precision": args.precision,
     }
-    result = api.train(args.preset, config_file=args.config, **overrides)
+    if args.resume is not None:
+        given = [name for name, value in {"preset": args.preset, "config": args.config, **overrides}.items()
+                 if value is not None and name != "quiet"]  # fmt: skip
+        if given:
+            renamed = {"early_stopping": "no_early_stop", "channels_last": "no_channels_last"}
+            flags = ", ".join(f"--{renamed.get(name, name).replace('_', '-')}" for name in given)
+            raise ValueError(f"--resume continues a run as it was configured; drop {flags}")
+        result = api.resume(args.resume, quiet=args.quiet)
+    else:
+        result = api.train(args.preset, config_file=args.config, **overrides)
     print(result.summary())
     print(result.test.percent())
     print(f"run saved to {result.run_dir}")
@@ -177,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"cifarlab: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cifarlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"cifarlab: interrupted{'; ' + str(interrupt) if interrupt.args else ''}", file=sys.stderr)
         return 130
     return 0
 

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +92,21 @@ class BatchIndices:
             order = torch.arange(self.n, device=device)
         return list(order.split(self.batch_size))
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream stands (the generator, the passes, the rest of the current pass), for resuming."""
+        return {
+            "generator": self.generator.get_state(),
+            "passes": self.passes,
+            "pending": [batch.cpu() for batch in self._pending],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream from a `state_dict()`: the same batches follow as would have without a stop."""
+        device = self.generator.device
+        self.generator.set_state(state["generator"])
+        self.passes = int(state["passes"])
+        self._pending = [batch.to(device) for batch in state["pending"]]
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.steps_per_epoch is None:
             yield from self._new_pass()
@@ -148,6 +164,16 @@ class BatchLoader:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The shuffle and augmentation state, for resuming (see BatchIndices.state_dict)."""
+        return {**self.indices.state_dict(), "flip_first": None if self.flip_first is None else self.flip_first.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict()`."""
+        self.indices.load_state_dict(state)
+        if self.flip_first is not None:
+            self.flip_first = state["flip_first"].to(self.flip_first.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for index in self.indices:

@@ -33,6 +33,13 @@ class Callback:
     def on_train_end(self) -> None:
         """Called once after the last epoch."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the callback has learnt so far (best value, patience used), saved with a resumable run."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back a `state_dict()` when a run resumes."""
+
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the model's state (parameters and buffers)."""
@@ -57,13 +64,24 @@ class _MonitorMixin:
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    _STATE: tuple[str, ...] = ("best", "best_epoch", "best_weights")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitored best so far (and the counters named in `_STATE`)."""
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back a `state_dict()`."""
+        for name in self._STATE:
+            setattr(self, name, state[name])
+
     def _value(self, logs: dict[str, float]) -> float:
         if self.monitor not in logs:
             raise ValueError(f"{type(self).__name__} monitors '{self.monitor}', which the logs lack: {', '.join(logs)}")
         return float(logs[self.monitor])
 
 
-class EarlyStopping(Callback, _MonitorMixin):
+class EarlyStopping(_MonitorMixin, Callback):
     """Stop when `monitor` has not improved for `patience` epochs.
 
     Args:
@@ -73,6 +91,8 @@ class EarlyStopping(Callback, _MonitorMixin):
         mode: 'min', 'max' or 'auto' (min for losses, max otherwise).
         restore_best_weights: on stopping, put back the weights of the best epoch.
     """
+
+    _STATE = ("best", "best_epoch", "best_weights", "wait")
 
     def __init__(
         self,
@@ -109,7 +129,7 @@ class EarlyStopping(Callback, _MonitorMixin):
             )
 
 
-class ModelCheckpoint(Callback, _MonitorMixin):
+class ModelCheckpoint(_MonitorMixin, Callback):
     """Keep (and optionally write) the weights of the best epoch, or of every epoch.
 
     Args:

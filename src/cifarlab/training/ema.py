@@ -30,6 +30,16 @@ class WeightAverage:
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         torch._foreach_lerp_(self._average, self._live, 1 - decay)
 
+    def state_dict(self) -> dict[str, object]:
+        """The average and its update count, saved with a resumable run."""
+        return {"updates": self.updates, "average": self._average}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Take back a `state_dict()`."""
+        self.updates = int(state["updates"])
+        torch._foreach_copy_(self._average, list(state["average"]))
+
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         """Write the average into `model` (the same model it was built from)."""

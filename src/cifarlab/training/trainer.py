@@ -18,10 +18,11 @@ from cifarlab.evaluation.metrics import EvalResult, evaluate_model
 from cifarlab.evaluation.tta import TTA
 from cifarlab.models.registry import create_model
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from cifarlab.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from cifarlab.training.checkpoint import CHECKPOINT_NAME, load_state, save_checkpoint
 from cifarlab.training.device import autocast, resolve_device, resolve_precision, seed_everything
 from cifarlab.training.ema import WeightAverage
 from cifarlab.training.history import History
+from cifarlab.training.resume import RESUME_NAME, save_resume_state
 from cifarlab.training.schedules import build_optimizer, build_scheduler
 
 LOG_EVERY_STEPS = 10  # how often the progress bar reads the running loss (each read syncs a GPU)
@@ -100,7 +101,8 @@ class Trainer:
         self.history = History()
         self.epoch = 0
         self.stop_training = False
-        self.callbacks = self._recipe_callbacks() + list(callbacks or [])
+        self.recipe_callbacks = self._recipe_callbacks()
+        self.callbacks = self.recipe_callbacks + list(callbacks or [])
         for callback in self.callbacks:
             callback.set_trainer(self)
 
@@ -167,6 +169,8 @@ class Trainer:
             self.log(_epoch_line(self.epoch, self.recipe.epochs, logs))
             for callback in self.callbacks:
                 callback.on_epoch_end(self.epoch, logs)
+            if self.run_dir is not None:
+                save_resume_state(self.run_dir / RESUME_NAME, self.state_dict())
         if self.ema is not None:  # the run's final weights are the average
             self.ema.copy_to(self.model)
         for callback in self.callbacks:
@@ -219,6 +223,45 @@ class Trainer:
         if self.ema is not None:
             self.ema.update()
         return loss.detach(), logits.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly where the last epoch ended (see `training.resume`)."""
+        cuda = self.device.type == "cuda"
+        return {
+            "epoch": self.epoch,
+            "stop_training": self.stop_training,
+            "history": self.history.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "callbacks": [callback.state_dict() for callback in self.recipe_callbacks],
+            "loader": self.train_loader.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else None},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict()` taken by a trainer built with the same config and data.
+
+        Raises:
+            ValueError: if the state does not fit this run (another model, or more epochs than the recipe has).
+        """
+        if state["epoch"] > self.recipe.epochs:
+            raise ValueError(f"the saved state is at epoch {state['epoch']}, past this recipe's {self.recipe.epochs}")
+        load_state(self.model, state["model"], "the resume file")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        for callback, callback_state in zip(self.recipe_callbacks, state["callbacks"], strict=True):
+            callback.load_state_dict(callback_state)
+        self.train_loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.history.history = {key: list(values) for key, values in state["history"].items()}
+        self.epoch = int(state["epoch"])
+        self.stop_training = bool(state["stop_training"])
 
     def evaluate(self, split: Any, tta: int = 0) -> EvalResult:
         """Loss, accuracy and confusion matrix of the current model on a split, with `tta` views (see TTA)."""
