@@ -80,6 +80,22 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
         cifarlab.resume(tmp_path / "cut", dataset=dataset)
 
 
+def test_a_run_still_training_cannot_be_resumed_beside_it(tmp_path):
+    dataset = make_dataset(train=64, test=32)
+    errors = []
+
+    class TryResume(Callback):  # runs inside the first run, while it trains
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 1:
+                try:
+                    cifarlab.resume(self.trainer.run_dir, dataset=dataset)
+                except ValueError as error:
+                    errors.append(str(error))
+
+    result = train("proyecto9", dataset, tmp_path / "run", callbacks=[TryResume()])
+    assert errors == [f"{result.run_dir} is in use by another cifarlab process (a run still training?)"]
+
+
 def test_cli_resume_takes_no_other_settings(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path), "--epochs", "3", "--no-early-stop"]) == 2
     assert "--resume continues a run as it was configured; drop --epochs, --no-early-stop" in capsys.readouterr().err

@@ -41,3 +41,29 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Let `writer(tmp_path)` write the file, then move it onto `path` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+@contextmanager
+def locked_dir(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on directory `path` while the block runs (e.g. one process per run directory).
+
+    The lock is advisory (flock) and goes with the process, so a crash never leaves it held. Where flock does
+    not exist (Windows) nothing is locked.
+
+    Raises:
+        ValueError: if another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{path} is in use by another cifarlab process (a run still training?)") from None
+        yield
+    finally:
+        os.close(fd)

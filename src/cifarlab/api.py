@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from cifarlab import __version__
-from cifarlab._io import write_json
+from cifarlab._io import locked_dir, write_json
 from cifarlab.classifier import Classifier
 from cifarlab.config import (
     DataConfig,
@@ -145,14 +145,15 @@ def train(
     config = config or resolve_config(preset, config_file, **overrides)
     dataset = dataset if dataset is not None else _load_training_data(config)
     run_dir = make_run_dir(config)
-    try:
-        trainer = _make_trainer(config, dataset, run_dir, callbacks)
-    except BaseException:
-        if config.out is None and not any(run_dir.iterdir()):  # a bad option: no empty runs/<preset>-<time> left
-            run_dir.rmdir()
-        raise
-    write_json(run_dir / "config.json", _run_record(trainer, dataset))
-    return _fit_and_save(trainer, run_dir)
+    with locked_dir(run_dir):  # no `--resume` of this run while it trains
+        try:
+            trainer = _make_trainer(config, dataset, run_dir, callbacks)
+        except BaseException:
+            if config.out is None and not any(run_dir.iterdir()):  # a bad option: no empty runs/<preset>-<time>
+                run_dir.rmdir()
+            raise
+        write_json(run_dir / "config.json", _run_record(trainer, dataset))
+        return _fit_and_save(trainer, run_dir)
 
 
 def resume(
@@ -181,6 +182,13 @@ def resume(
     record_path = run_dir / "config.json"
     if not record_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a cifarlab run directory (no config.json)")
+    with locked_dir(run_dir):
+        return _resume(run_dir, record_path, dataset, callbacks, quiet)
+
+
+def _resume(
+    run_dir: Path, record_path: Path, dataset: Dataset | None, callbacks: list[Callback] | None, quiet: bool | None
+) -> RunResult:
     resume_path = run_dir / RESUME_NAME
     if not resume_path.is_file():
         if (run_dir / "metrics.json").is_file():
