@@ -146,6 +146,28 @@ def test_progressive_resizing_shrinks_the_first_epochs_only(tmp_path):
         cifarlab.resolve_config("proyecto1", **{"train.low_res_size": 8})
 
 
+def test_whitening_bias_learns_for_its_epochs_then_stays(tmp_path):
+    from cifarlab.training.trainer import Trainer
+
+    config = cifarlab.resolve_config("fast88", model="airnet88", epochs=3, batch_size=32, quiet=True,
+                                     precision="fp32", **{"train.whiten_bias_epochs": 1})  # fmt: skip
+    trainer = Trainer(config, make_dataset(train=64, test=32))
+    biases = []
+
+    class Watch(cifarlab.Callback):
+        def on_epoch_end(self, epoch, logs):
+            biases.append(trainer.model.whiten.bias.detach().clone())
+
+    trainer.callbacks.append(Watch())
+    trainer.fit()
+    assert not torch.equal(biases[0], torch.zeros_like(biases[0]))  # learnt in epoch 1 (it starts at 0)
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])  # then frozen
+    assert trainer.model.groups[0].conv1.weight.grad is not None  # the layers after it still learn
+    with pytest.raises(ValueError, match="train.whiten_bias_epochs: model 'proyecto1' has no whitening conv"):
+        Trainer(cifarlab.resolve_config("proyecto1", val_size=0, **{"train.whiten_bias_epochs": 2}),
+                make_dataset(train=64, test=32))  # fmt: skip
+
+
 @pytest.mark.gpu
 def test_fast_training_step_queues_without_host_syncs():
     """On CUDA the fast recipe's whole step (batch, flip, crop, resize, Muon) never waits for the device."""

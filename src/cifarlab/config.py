@@ -69,6 +69,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     low_res_size: int = 0  # progressive resizing: side the training images are shrunk to at first; 0 = off
     low_res_epochs: int = 0  # epochs trained at low_res_size before the full size
+    whiten_bias_epochs: int = 0  # AirNet: epochs its whitening bias learns, then it is frozen; 0 = always learns
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     checkpoint_best: bool = False  # Keras ModelCheckpoint(monitor='val_accuracy', save_best_only=True)
     early_stopping: tuple[Monitor, ...] = ()  # one Keras EarlyStopping per monitor, restoring its best weights
@@ -101,6 +102,8 @@ class TrainConfig:
                 "train.low_res_size and train.low_res_epochs go together: both positive (progressive resizing) or "
                 f"both 0, got {self.low_res_size} and {self.low_res_epochs}"
             )
+        if self.whiten_bias_epochs < 0:
+            raise ValueError(f"train.whiten_bias_epochs must be 0 (never frozen) or more, got {self.whiten_bias_epochs}")
         if self.patience < 1:
             raise ValueError(f"--patience must be at least 1 epoch, got {self.patience}")
         if not 0 <= self.ema < 1:

@@ -82,6 +82,9 @@ class Trainer:
         elif self.recipe.low_res_size:
             self.notes.append(f"images are {self.image_size}px, not larger than train.low_res_size "
                               f"{self.recipe.low_res_size}: progressive resizing is off")  # fmt: skip
+        if self.recipe.whiten_bias_epochs and not isinstance(getattr(self.model, "whiten", None), torch.nn.Conv2d):
+            raise ValueError(f"train.whiten_bias_epochs: model {self.config.model!r} has no whitening conv "
+                             "(only AirNet models do)")  # fmt: skip
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
@@ -182,6 +185,8 @@ class Trainer:
         self.model.train()
         low_res = self.epoch <= self.recipe.low_res_epochs
         self.train_loader.resize_to = self.low_res_size if low_res else None
+        if self.recipe.whiten_bias_epochs:  # once frozen, no gradient has to reach the first layers' inputs
+            self.model.whiten.bias.requires_grad_(self.epoch <= self.recipe.whiten_bias_epochs)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
