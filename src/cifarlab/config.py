@@ -103,7 +103,7 @@ class TrainConfig:
                 f"both 0, got {self.low_res_size} and {self.low_res_epochs}"
             )
         if self.whiten_bias_epochs < 0:
-            raise ValueError(f"train.whiten_bias_epochs must be 0 (never frozen) or more, got {self.whiten_bias_epochs}")
+            raise ValueError(f"train.whiten_bias_epochs must be 0 or more, got {self.whiten_bias_epochs}")
         if self.patience < 1:
             raise ValueError(f"--patience must be at least 1 epoch, got {self.patience}")
         if not 0 <= self.ema < 1:
