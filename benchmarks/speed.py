@@ -3,6 +3,7 @@
     python benchmarks/speed.py                       # throughput table: precision, memory format, compile, TTA
     python benchmarks/speed.py --keras               # + the seed's networks in Keras/TensorFlow (separate venv)
     python benchmarks/speed.py --profile fast94      # where one training step's time goes
+    python benchmarks/speed.py --presets "" --whiten-bias fast94 --steps 3 --repeats 6
     python benchmarks/speed.py --device cuda --steps 50   # the same tables on a GPU
 
 Timings on a shared 2-core machine are noisy: run nothing else meanwhile. Each variant is timed in turn within
@@ -170,6 +171,22 @@ def bench_threads(preset: str, repeats: int, steps: int) -> dict[str, float]:
     return print_table(f"threads, {preset} (bf16 channels_last, batch {batch})", compare(variants, repeats))
 
 
+def bench_whiten_bias(preset: str, repeats: int, steps: int) -> dict[str, float]:
+    """An AirNet step with its whitening bias learning, and frozen (train.whiten_bias_epochs)."""
+    step, batch, model = make_train_step(preset, "bf16", True, False, None)
+    step()
+
+    def run(frozen: bool) -> Callable[[], float]:
+        def timed() -> float:
+            model.whiten.bias.requires_grad_(not frozen)
+            return _throughput(step, batch, steps)()
+
+        return timed
+
+    variants = {"whitening bias learning": run(False), "whitening bias frozen": run(True)}
+    return print_table(f"whitening bias, {preset} (bf16 channels_last, batch {batch})", compare(variants, repeats))
+
+
 def bench_eval(preset: str, repeats: int) -> dict[str, float]:
     """Inference images/s without and with test-time augmentation."""
     model = create_model(get_preset(preset).config.model).eval().to(DEVICE, memory_format=torch.channels_last)
@@ -289,6 +306,7 @@ def main() -> None:
     parser.add_argument("--keras", action="store_true", help="also compare with Keras on TensorFlow")
     parser.add_argument("--profile", metavar="PRESET", help="profile one preset's training step")
     parser.add_argument("--threads", metavar="PRESET", help="compare intra-op thread counts on one preset")
+    parser.add_argument("--whiten-bias", metavar="PRESET", help="an AirNet step with the whitening bias frozen or not")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (--keras, --threads and --profile: CPU only)")
     args = parser.parse_args()
     global DEVICE
@@ -313,6 +331,8 @@ def main() -> None:
             bench_keras(preset, args.repeats, args.steps * 4)
     if args.threads:
         bench_threads(args.threads, args.repeats, args.steps)
+    if args.whiten_bias:
+        bench_whiten_bias(args.whiten_bias, args.repeats, args.steps)
     if args.profile:
         profile_step(args.profile)
     print(f"\nbf16 matmul ceiling after: {matmul_ceiling():.2f} TFLOP/s")

@@ -106,6 +106,8 @@ def _presets(args: argparse.Namespace) -> None:
             }[recipe.optimizer]
             if recipe.low_res_epochs:
                 optimizer += f", first {recipe.low_res_epochs} epochs at {recipe.low_res_size}px"
+            if recipe.whiten_bias_epochs:
+                optimizer += f", whitening bias frozen after {recipe.whiten_bias_epochs} epochs"
             print(f"    recipe: {optimizer}, "
                   f"{recipe.epochs} epochs, batch {recipe.batch_size}"
                   + (f", {recipe.steps_per_epoch} steps/epoch" if recipe.steps_per_epoch else "")

@@ -278,7 +278,9 @@ _FAST_CHOICES = (
 )
 
 
-def _fast(name: str, model: str, summary: str, *, epochs: int, low_res_epochs: int = 0) -> Preset:
+def _fast(
+    name: str, model: str, summary: str, *, epochs: int, low_res_epochs: int = 0, whiten_bias_epochs: int = 0
+) -> Preset:
     recipe = TrainConfig(
         epochs=epochs,
         batch_size=1000,
@@ -295,6 +297,7 @@ def _fast(name: str, model: str, summary: str, *, epochs: int, low_res_epochs: i
         label_smoothing=0.2,
         low_res_size=24 if low_res_epochs else 0,
         low_res_epochs=low_res_epochs,
+        whiten_bias_epochs=whiten_bias_epochs,
         augment=_FAST_AUGMENT,
         tta=2,
     )
@@ -306,7 +309,7 @@ def _fast(name: str, model: str, summary: str, *, epochs: int, low_res_epochs: i
 def fast88() -> Preset:
     """The shortest run that beats the seed's best step."""
     return _fast("fast88", "airnet94", "AirNet 64/256/256, 5 epochs (2 at 24px), TTA: the seed's best in minutes",
-                 epochs=5, low_res_epochs=2)  # fmt: skip
+                 epochs=5, low_res_epochs=2, whiten_bias_epochs=2)  # fmt: skip
 
 
 @register_preset
