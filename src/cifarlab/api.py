@@ -204,7 +204,7 @@ def _resume(
     state = load_resume_state(resume_path)
     dataset = dataset if dataset is not None else _load_training_data(config)
     trainer = _make_trainer(config, dataset, run_dir, callbacks)
-    now = json.loads(json.dumps(_run_record(trainer, dataset)["dataset"]))  # as config.json holds it
+    now = json.loads(json.dumps(_dataset_record(trainer, dataset)))  # as config.json holds it
     if now != record.get("dataset"):
         raise ValueError(f"the data differs from run {run_dir}'s: it trained on {record.get('dataset')}, now {now}")
     trainer.load_state_dict(state)
@@ -238,13 +238,18 @@ def _run_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "device": str(trainer.device),
         "precision": trainer.precision,
-        "dataset": {
-            "source": dataset.source,
-            "class_names": trainer.class_names,  # after --classes
-            "train": len(trainer.train_split),
-            "val": len(trainer.val_split) if trainer.val_split is not None else 0,
-            "test": len(trainer.test_split),
-        },
+        "dataset": _dataset_record(trainer, dataset),
+    }
+
+
+def _dataset_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
+    """The data a run trains on, as config.json records it (and `resume` checks it)."""
+    return {
+        "source": dataset.source,
+        "class_names": trainer.class_names,  # after --classes
+        "train": len(trainer.train_split),
+        "val": len(trainer.val_split) if trainer.val_split is not None else 0,
+        "test": len(trainer.test_split),
     }
 
 
