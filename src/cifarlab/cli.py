@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch, "
                    "as it was configured (only --quiet may be added)")  # fmt: skip
 
+    p = sub.add_parser("ladder", help="train presets one after another (default: the seed's steps), resumably, "
+                       "then compare them")  # fmt: skip
+    p.add_argument("--presets", metavar="LIST", help="comma-separated preset names (default proyecto1..proyecto9, "
+                   "and proyecto10 when VGG16's ImageNet weights are at hand)")  # fmt: skip
+    p.add_argument("--seeds", default="0", metavar="LIST", help="comma-separated seeds, one run each (default 0)")
+    p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F",
+                   help="scale every preset's epochs and patience (0.1: a shortened ladder; at least 1 epoch)")  # fmt: skip
+    p.add_argument("--runs-dir", default="runs/ladder", metavar="DIR",
+                   help="runs go to DIR/<preset>-s<seed> (default runs/ladder); the same command again resumes")  # fmt: skip
+    _add_data_flags(p)
+    p.add_argument("--weights", metavar="PATH", help="local copy of VGG16's ImageNet weights (adds proyecto10)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars or lines")
+
     p = sub.add_parser("evaluate", help="evaluate a saved model on a test split and print '> accuracy'")
     p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory or its model.safetensors")
     _add_data_flags(p)
@@ -167,6 +180,29 @@ def _train(args: argparse.Namespace) -> None:
     print(f"run saved to {result.run_dir}")
 
 
+def _ladder(args: argparse.Namespace) -> None:
+    from cifarlab.ladder import run_ladder
+
+    presets = [name.strip() for name in args.presets.split(",") if name.strip()] if args.presets else None
+    overrides = {"data": args.data, "data_dir": args.data_dir, "device": args.device, "precision": args.precision,
+                 "weights": args.weights}  # fmt: skip
+    run_ladder(
+        presets,
+        _int_list("--seeds", args.seeds),
+        runs_dir=args.runs_dir,
+        epochs_scale=args.epochs_scale,
+        quiet=args.quiet,
+        **{key: value for key, value in overrides.items() if value is not None},
+    )
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     result = api.evaluate(
         args.path,
@@ -183,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors print one line, no traceback)."""
     args = build_parser().parse_args(argv)
     handlers = {"presets": _presets, "models": lambda a: print("\n".join(list_models(a.pattern))),
-                "train": _train, "evaluate": _evaluate}  # fmt: skip
+                "train": _train, "ladder": _ladder, "evaluate": _evaluate}  # fmt: skip
     try:
         handlers[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, OSError) as error:

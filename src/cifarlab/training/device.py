@@ -48,6 +48,17 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def flush_denormals(device: torch.device) -> None:
+    """On a CPU, treat subnormal floats as zero, as TensorFlow does.
+
+    Late in a long run Adam's moments of weights that hardly move drift below 1.2e-38; x86 handles such subnormal
+    numbers in microcode, tens of times slower, and epochs slow down by a third. Flushing them changes values
+    below 1.2e-38 only.
+    """
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch's global generators (model initialisation, dropout)."""
     torch.manual_seed(seed)

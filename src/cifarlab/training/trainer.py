@@ -19,7 +19,13 @@ from cifarlab.evaluation.tta import TTA
 from cifarlab.models.registry import create_model
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from cifarlab.training.checkpoint import CHECKPOINT_NAME, load_state, save_checkpoint
-from cifarlab.training.device import autocast, resolve_device, resolve_precision, seed_everything
+from cifarlab.training.device import (
+    autocast,
+    flush_denormals,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from cifarlab.training.ema import WeightAverage
 from cifarlab.training.history import History
 from cifarlab.training.resume import RESUME_NAME, save_resume_state
@@ -56,6 +62,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
+        flush_denormals(self.device)
         self.notes: list[str] = list(dataset.notes)
         seed_everything(config.seed)
         dataset = select_classes(dataset, config.data.classes, config.data.per_class_limit, config.seed)

@@ -1,0 +1,275 @@
+"""The seed's ladder in one command: train presets one after another, resumably, then compare them.
+
+Each (preset, seed) trains into `RUNS_DIR/<preset>-s<seed>`. Running the same ladder again skips the runs that
+finished (they have `metrics.json`), resumes the one that was interrupted from its `resume.pt`, and starts the
+rest, so a ladder of many hours survives Ctrl-C, a crash or the end of a working day.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from cifarlab import api
+from cifarlab._download import cache_home
+from cifarlab._io import write_json
+from cifarlab.config import RunConfig
+from cifarlab.data import Dataset
+from cifarlab.models.summary import count_macs
+from cifarlab.presets import get_preset
+from cifarlab.training.resume import RESUME_NAME
+from cifarlab.transfer import preset_model
+from cifarlab.transfer.weights import PRETRAINED_URLS
+
+SEED_LADDER = tuple(f"proyecto{n}" for n in range(1, 10))
+LADDER_RECORD = "ladder.json"
+
+
+@dataclass(frozen=True)
+class LadderRun:
+    """One rung: a preset at one seed, its run directory and its resolved config."""
+
+    preset: str
+    seed: int
+    run_dir: Path
+    config: RunConfig
+
+    @property
+    def finished(self) -> bool:
+        """The run saved its final metrics."""
+        return (self.run_dir / "metrics.json").is_file()
+
+    @property
+    def resumable(self) -> bool:
+        """The run stopped after at least one complete epoch."""
+        return (self.run_dir / RESUME_NAME).is_file()
+
+
+def default_presets(weights: str | None = None) -> list[str]:
+    """proyecto1 ... proyecto9, and proyecto10 when VGG16's ImageNet weights are at hand (`weights` or cached)."""
+    cached = cache_home() / "weights" / PRETRAINED_URLS["vgg16"].rsplit("/", 1)[-1]
+    return [*SEED_LADDER, "proyecto10"] if weights is not None or cached.is_file() else list(SEED_LADDER)
+
+
+def scaled(value: int, scale: float) -> int:
+    """`value` epochs scaled by `scale`, rounded, at least 1."""
+    return max(1, round(value * scale))
+
+
+def plan_ladder(
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    runs_dir: str | Path,
+    *,
+    epochs_scale: float = 1.0,
+    **overrides: Any,
+) -> list[LadderRun]:
+    """The ladder's runs in order (preset-major), with their configs; nothing is trained.
+
+    Args:
+        presets: preset names (see `cifarlab presets`).
+        seeds: one run per preset and seed.
+        runs_dir: where the run directories go.
+        epochs_scale: epochs and early-stopping patience are scaled by this (at least 1 epoch each).
+        **overrides: config overrides for every run, as `api.train` takes them (e.g. `data=...`).
+
+    Raises:
+        KeyError: for an unknown preset.
+        ValueError: for an empty list, a bad scale, or a run directory that holds a run of another config.
+    """
+    if not presets:
+        raise ValueError("--presets: give at least one preset (see 'cifarlab presets')")
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed, e.g. 0 or 0,1,2")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: each seed once, got {','.join(map(str, seeds))}")
+    if not (math.isfinite(epochs_scale) and epochs_scale > 0):
+        raise ValueError(f"--epochs-scale must be a positive number, got {epochs_scale}")
+    runs_dir = Path(runs_dir)
+    runs = []
+    for preset in presets:
+        recipe = get_preset(preset).config.train
+        for seed in seeds:
+            config = api.resolve_config(
+                preset,
+                **overrides,
+                seed=seed,
+                epochs=scaled(recipe.epochs, epochs_scale),
+                patience=scaled(recipe.patience, epochs_scale),
+                out=str(runs_dir / f"{preset}-s{seed}"),
+            )
+            run = LadderRun(preset, seed, Path(config.out), config)
+            _check_same_run(run)
+            runs.append(run)
+    return runs
+
+
+def _check_same_run(run: LadderRun) -> None:
+    """A run directory left by an earlier ladder must hold this very config (the seed and epochs included)."""
+    record_path = run.run_dir / "config.json"
+    if not record_path.is_file():
+        return
+    try:
+        saved = json.loads(record_path.read_text())["config"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise ValueError(f"{record_path} is not a readable run record; move {run.run_dir} away") from None
+    wanted = json.loads(json.dumps(run.config.to_dict()))
+    ignored = {"quiet"}
+    differs = sorted(_diff_keys(saved, wanted) - ignored)
+    if differs:
+        raise ValueError(
+            f"{run.run_dir} holds a run of another config ({', '.join(differs)} differ); "
+            "use another --runs-dir or move it away"
+        )
+
+
+def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key in set(a) | set(b):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys |= _diff_keys(left, right, f"{prefix}{key}.")
+        elif left != right:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def run_ladder(
+    presets: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    runs_dir: str | Path = "runs/ladder",
+    epochs_scale: float = 1.0,
+    quiet: bool = False,
+    compare: bool = True,
+    dataset: Dataset | None = None,
+    **overrides: Any,
+) -> list[api.RunResult | None]:
+    """Train a ladder of presets one after another, skipping finished runs and resuming an interrupted one.
+
+    Args:
+        presets: preset names; default `default_presets()` (the seed's steps).
+        seeds: one run per preset and seed.
+        runs_dir: the run directories go to `runs_dir/<preset>-s<seed>`.
+        epochs_scale: a shortened ladder (`0.1`: a tenth of each preset's epochs and patience).
+        quiet: no progress bars or per-epoch lines (the ladder's own lines still print).
+        compare: end with the comparison report of every run in the ladder (`compare.html` in `runs_dir`).
+        dataset: data already in memory (otherwise loaded once, from `data=...`, for every run).
+        **overrides: config overrides for every run (e.g. `data="../shared/datasets/cifar10-jpeg"`).
+
+    Returns:
+        For each run, in order, its RunResult (None for a run that had finished before this call).
+
+    Example:
+        >>> cifarlab.run_ladder(["proyecto1", "proyecto4"], seeds=[0, 1], epochs_scale=0.1, data="folder")
+    """
+    presets = list(presets) if presets else default_presets(overrides.get("weights"))
+    runs = plan_ladder(presets, seeds, runs_dir, epochs_scale=epochs_scale, quiet=quiet or None, **overrides)
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    write_json(
+        runs_dir / LADDER_RECORD,
+        {"presets": presets, "seeds": list(seeds), "epochs_scale": epochs_scale, "overrides": _plain(overrides)},
+    )
+    estimate = _CostModel(runs)
+    results: list[api.RunResult | None] = []
+    bar = tqdm(total=len(runs), desc="ladder", unit="run", position=0, dynamic_ncols=True, disable=quiet)
+    for run in runs:
+        if run.finished:
+            tqdm.write(f"ladder: {run.run_dir} has finished; skipped")
+            estimate.done(run)
+            results.append(None)
+            bar.update(1)
+            continue
+        bar.set_postfix_str(f"{run.preset} s{run.seed}; {estimate.describe_left(run)}")
+        if dataset is None:
+            dataset = api._load_training_data(run.config)  # once: every rung shares the same cached images
+        if run.resumable:
+            tqdm.write(f"ladder: resuming {run.run_dir}")
+            result = api.resume(run.run_dir, dataset=dataset)
+        else:
+            if run.run_dir.exists():  # stopped before its first epoch ended: nothing to keep
+                tqdm.write(f"ladder: {run.run_dir} stopped before its first epoch; starting it again")
+                shutil.rmtree(run.run_dir)
+            result = api.train(config=run.config, dataset=dataset)
+        estimate.done(run)
+        tqdm.write(f"ladder: {result.summary()}")
+        tqdm.write(result.test.percent())
+        results.append(result)
+        bar.update(1)
+    bar.close()
+    if compare:
+        from cifarlab.reports.compare import write_comparison
+
+        print(write_comparison([run.run_dir for run in runs if run.finished], runs_dir))
+    return results
+
+
+class _CostModel:
+    """What is left, in time: every run's planned work in forward MACs, at the speed the finished epochs showed.
+
+    Early stopping can only shorten a run, so the estimate is an upper bound.
+    """
+
+    def __init__(self, runs: list[LadderRun]) -> None:
+        self.runs = runs
+        self.work = {run.run_dir: self._work(run) for run in runs}
+        self.seconds_per_work: float | None = None
+        for run in runs:  # a finished or interrupted run already tells the machine's speed
+            self._learn(run)
+
+    @staticmethod
+    def _work(run: LadderRun) -> float:
+        """Forward MACs of the planned epochs (a transfer run: of its trainable head only, roughly)."""
+        recipe = run.config.train
+        images = recipe.steps_per_epoch * recipe.batch_size if recipe.steps_per_epoch else 40_000
+        try:
+            macs = count_macs(preset_model(run.config), run.config.data.image_size)
+        except Exception:  # an estimate only: a model it cannot build costs like the average
+            macs = 50e6
+        return float(macs) * images * recipe.epochs
+
+    def _learn(self, run: LadderRun) -> None:
+        history = run.run_dir / "history.csv"
+        if self.seconds_per_work is not None or not history.is_file():
+            return
+        rows = history.read_text().strip().splitlines()[1:]
+        if not rows:
+            return
+        seconds = sum(float(row.rsplit(",", 1)[1]) for row in rows)
+        planned = run.config.train.epochs
+        self.seconds_per_work = seconds / (self.work[run.run_dir] * len(rows) / planned)
+
+    def done(self, run: LadderRun) -> None:
+        """Forget a run's remaining work; learn the speed from it when none is known yet."""
+        self._learn(run)
+        self.work[run.run_dir] = 0.0
+
+    def describe_left(self, current: LadderRun) -> str:
+        """'about 3h10m left at most', or that the speed is not known yet."""
+        if self.seconds_per_work is None:
+            return "time left: known after the first run's first epochs"
+        seconds = self.seconds_per_work * sum(self.work.values())
+        hours, rest = divmod(round(seconds), 3600)
+        return f"at most about {hours}h{rest // 60:02d}m left"
+
+
+def _plain(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in overrides.items()}
+
+
+def ladder_config_scale(config: RunConfig) -> float | None:
+    """The epochs scale a ladder run was trained at (its epochs over its preset's), or None for another preset."""
+    try:
+        planned = get_preset(config.preset).config.train.epochs
+    except KeyError:
+        return None
+    return config.train.epochs / planned
+
