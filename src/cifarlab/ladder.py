@@ -25,6 +25,7 @@ from cifarlab.data import Dataset
 from cifarlab.models.summary import count_macs
 from cifarlab.presets import get_preset
 from cifarlab.training.resume import RESUME_NAME
+from cifarlab.training.callbacks import Callback
 from cifarlab.transfer import preset_model
 from cifarlab.transfer.weights import PRETRAINED_URLS
 
@@ -150,6 +151,7 @@ def run_ladder(
     quiet: bool = False,
     compare: bool = True,
     dataset: Dataset | None = None,
+    callbacks: list[Callback] | None = None,
     **overrides: Any,
 ) -> list[api.RunResult | None]:
     """Train a ladder of presets one after another, skipping finished runs and resuming an interrupted one.
@@ -162,6 +164,7 @@ def run_ladder(
         quiet: no progress bars or per-epoch lines (the ladder's own lines still print).
         compare: end with the comparison report of every run in the ladder (`compare.html` in `runs_dir`).
         dataset: data already in memory (otherwise loaded once, from `data=...`, for every run).
+        callbacks: extra callbacks for every run (e.g. a tracker).
         **overrides: config overrides for every run (e.g. `data="../shared/datasets/cifar10-jpeg"`).
 
     Returns:
@@ -193,12 +196,12 @@ def run_ladder(
             dataset = api._load_training_data(run.config)  # once: every rung shares the same cached images
         if run.resumable:
             tqdm.write(f"ladder: resuming {run.run_dir}")
-            result = api.resume(run.run_dir, dataset=dataset)
+            result = api.resume(run.run_dir, dataset=dataset, callbacks=callbacks)
         else:
             if run.run_dir.exists():  # stopped before its first epoch ended: nothing to keep
                 tqdm.write(f"ladder: {run.run_dir} stopped before its first epoch; starting it again")
                 shutil.rmtree(run.run_dir)
-            result = api.train(config=run.config, dataset=dataset)
+            result = api.train(config=run.config, dataset=dataset, callbacks=callbacks)
         estimate.done(run)
         tqdm.write(f"ladder: {result.summary()}")
         tqdm.write(result.test.percent())

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cifarlab.cli import main
+from cifarlab.ladder import SEED_LADDER, default_presets, plan_ladder, run_ladder
+from tests.factories import make_dataset
+from tests.test_resume import InterruptAt
+
+LADDER = dict(presets=["proyecto1", "proyecto4"], seeds=[0], epochs_scale=0.015, quiet=True, compare=False,
+              val_size=32, precision="fp32")  # fmt: skip  (proyecto1: 3 epochs, proyecto4: 2)
+
+
+class InterruptProyecto4(InterruptAt):
+    def on_train_batch_end(self, step, logs):
+        if self.trainer.config.preset == "proyecto4":
+            super().on_train_batch_end(step, logs)
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def test_a_shortened_ladder_scales_epochs_and_patience(tmp_path):
+    runs = plan_ladder(["proyecto1", "proyecto5"], [0, 1], tmp_path, epochs_scale=0.1)
+    assert [(run.preset, run.seed, run.run_dir.name) for run in runs] == [
+        ("proyecto1", 0, "proyecto1-s0"), ("proyecto1", 1, "proyecto1-s1"),
+        ("proyecto5", 0, "proyecto5-s0"), ("proyecto5", 1, "proyecto5-s1"),
+    ]  # fmt: skip
+    p1, p5 = runs[0].config.train, runs[2].config.train
+    assert (p1.epochs, p5.epochs, p5.patience) == (20, 10, 1)
+    assert runs[1].config.seed == 1
+    assert plan_ladder(["proyecto5"], [0], tmp_path, epochs_scale=0.001)[0].config.train.epochs == 1  # at least 1
+
+
+def test_the_default_ladder_is_the_seed_steps_and_adds_proyecto10_with_weights(tmp_path):
+    assert default_presets() == list(SEED_LADDER) == [f"proyecto{n}" for n in range(1, 10)]
+    assert default_presets(weights=str(tmp_path / "vgg16.pth"))[-1] == "proyecto10"
+
+
+def test_an_interrupted_ladder_skips_finished_runs_and_resumes_the_stopped_one(tmp_path):
+    dataset = make_dataset(train=160, test=32)
+    whole = run_ladder(runs_dir=tmp_path / "whole", dataset=dataset, **LADDER)
+    assert all(result is not None for result in whole)
+
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C in proyecto4's second epoch
+        run_ladder(runs_dir=tmp_path / "cut", dataset=dataset, callbacks=[InterruptProyecto4(epoch=2, step=1)], **LADDER)
+    cut = tmp_path / "cut"
+    assert (cut / "proyecto1-s0" / "metrics.json").is_file()
+    assert (cut / "proyecto4-s0" / "resume.pt").is_file() and not (cut / "proyecto4-s0" / "metrics.json").exists()
+    finished_p1 = weights(cut / "proyecto1-s0")
+
+    again = run_ladder(runs_dir=cut, dataset=dataset, **LADDER)
+    assert again[0] is None  # proyecto1 had finished: skipped, not retrained
+    assert all(torch.equal(finished_p1[k], v) for k, v in weights(cut / "proyecto1-s0").items())
+    assert again[1].history.history["loss"] == whole[1].history.history["loss"]  # each epoch once, same values
+    assert again[1].test.accuracy == whole[1].test.accuracy
+    a, b = weights(tmp_path / "whole" / "proyecto4-s0"), weights(cut / "proyecto4-s0")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert json.loads((cut / "ladder.json").read_text())["epochs_scale"] == 0.015
+
+
+def test_a_run_directory_of_another_config_is_refused(tmp_path):
+    dataset = make_dataset(train=160, test=32)
+    run_ladder(runs_dir=tmp_path, dataset=dataset, **{**LADDER, "presets": ["proyecto1"]})
+    with pytest.raises(ValueError, match=r"proyecto1-s0 holds a run of another config \(train.epochs, "):
+        plan_ladder(["proyecto1"], [0], tmp_path, epochs_scale=0.5, val_size=32, precision="fp32")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "0,x"], "--seeds: expected comma-separated integers"),
+        (["--seeds", "1,1"], "--seeds: each seed once"),
+        (["--epochs-scale", "0"], "--epochs-scale must be a positive number"),
+        (["--presets", "proyecto11"], "unknown preset 'proyecto11'"),
+    ],
+)
+def test_ladder_command_errors_are_one_line(args, message, tmp_path, capsys):
+    assert main(["ladder", "--runs-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
