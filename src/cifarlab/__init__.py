@@ -6,6 +6,7 @@ from cifarlab.api import RunResult, evaluate, load, resolve_config, resume, trai
 from cifarlab.classifier import Classifier  # noqa: E402
 from cifarlab.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
 from cifarlab.data import Dataset, Split, load_dataset  # noqa: E402
+from cifarlab.ladder import run_ladder  # noqa: E402
 from cifarlab.models import count_params, create_model, list_models  # noqa: E402
 from cifarlab.presets import get_preset, list_presets  # noqa: E402
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint  # noqa: E402
@@ -35,5 +36,6 @@ __all__ = [
     "load_dataset",
     "resolve_config",
     "resume",
+    "run_ladder",
     "train",
 ]
