@@ -5,6 +5,8 @@
     python benchmarks/speed.py --profile fast94      # where one training step's time goes
     python benchmarks/speed.py --presets "" --whiten-bias fast94 --steps 3 --repeats 6
     python benchmarks/speed.py --device cuda --steps 50   # the same tables on a GPU
+    python benchmarks/speed.py --presets "" --levers proyecto9,proyecto1   # fast dropout and fused chains, before/after
+    python benchmarks/speed.py --presets "" --keras --dropout torch --fuse off   # Keras against cifarlab as it was
 
 Timings on a shared 2-core machine are noisy: run nothing else meanwhile. Each variant is timed in turn within
 each repeat (so drifts in machine speed hit all variants alike), and ratios are taken against the first variant.
@@ -30,11 +32,14 @@ from cifarlab.data.dataset import Split
 from cifarlab.data.loader import BatchLoader, Normalization
 from cifarlab.evaluation.tta import TTA
 from cifarlab.models import create_model
+from cifarlab.models.fast_dropout import set_fast_dropout
+from cifarlab.models.keras_cnn import set_fusion
 from cifarlab.presets import get_preset
 from cifarlab.training.device import autocast, resolve_device
 from cifarlab.training.schedules import build_optimizer
 
 DEVICE = torch.device("cpu")  # set by --device
+LEVERS = {"dropout": "fast", "fuse": "on"}  # set by --dropout and --fuse: the defaults of every table but --levers
 KERAS_VENV = Path(os.environ.get("CIFARLAB_KERAS_VENV", "/tmp/cifarlab-keras-venv"))
 
 
@@ -69,13 +74,38 @@ def _synthetic_split(n: int, seed: int = 0) -> Split:
     return split.to(DEVICE)
 
 
-def make_train_step(preset: str, precision: str, channels_last: bool, compile_model: bool, batch_size: int | None):
-    """A closure running one real training step of `preset` (loader, augmentation, forward, backward, step)."""
+def cpu_name() -> str:
+    """The CPU's model name and its AMX flags, for the tables' headers."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    extras = [flag for flag in ("amx_bf16", "avx512_bf16") if f" {flag}" in flags]
+    return f"{name} ({', '.join(extras) or 'no bf16 hardware'})"
+
+
+def make_train_step(
+    preset: str,
+    precision: str,
+    channels_last: bool,
+    compile_model: bool,
+    batch_size: int | None,
+    dropout: str | None = None,
+    fuse: str | None = None,
+):
+    """A closure running one real training step of `preset` (loader, augmentation, forward, backward, step).
+
+    `dropout` ('fast' or 'torch') and `fuse` ('on' or 'off') default to --dropout and --fuse.
+    """
     config = get_preset(preset).config
     recipe = config.train
     batch = batch_size or recipe.batch_size
     torch.manual_seed(0)
     model = create_model(config.model).to(DEVICE)
+    set_fast_dropout(model, (dropout or LEVERS["dropout"]) == "fast")
+    set_fusion(model, (fuse or LEVERS["fuse"]) == "on")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if compile_model else model
@@ -171,6 +201,23 @@ def bench_threads(preset: str, repeats: int, steps: int) -> dict[str, float]:
     return print_table(f"threads, {preset} (bf16 channels_last, batch {batch})", compare(variants, repeats))
 
 
+def bench_levers(preset: str, repeats: int, steps: int) -> dict[str, float]:
+    """Issue 12's levers 1 and 2 on one preset's real bf16 channels_last step: PyTorch's dropout and the chain
+    module by module (as before), hashed dropout masks, then the fused max-pool/ReLU/Dropout/BatchNorm chain."""
+    settings = {"torch dropout, unfused (before)": ("torch", "off"), "fast dropout, unfused": ("fast", "off"),
+                "fast dropout, fused chain": ("fast", "on")}  # fmt: skip
+    variants = {}
+    for name, (dropout, fuse) in settings.items():
+        step, batch, _ = make_train_step(preset, "bf16", True, False, None, dropout, fuse)
+        start = time.perf_counter()
+        step()  # compiles the kernels (cached on disk after the first run)
+        if name != next(iter(settings)):
+            name += f" (first step {time.perf_counter() - start:.0f}s)"
+        variants[name] = _throughput(step, batch, steps)
+    return print_table(f"dropout and fused chains, {preset} (bf16 channels_last, batch {batch}, {steps} steps)",
+                       compare(variants, repeats))  # fmt: skip
+
+
 def bench_whiten_bias(preset: str, repeats: int, steps: int) -> dict[str, float]:
     """An AirNet step with its whitening bias learning, and frozen (train.whiten_bias_epochs)."""
     step, batch, model = make_train_step(preset, "bf16", True, False, None)
@@ -216,7 +263,8 @@ def profile_step(preset: str) -> None:
               "batchnorm": ("batch_norm", "native_batch_norm"), "pooling": ("max_pool",),
               "activation": ("gelu", "relu"), "optimizer": ("_foreach", "sgd", "adam"),
               "augmentation/data": ("grid_sampler", "index", "randperm", "gather", "reflection_pad", "flip", "where"),
-              "linear/matmul": ("addmm", "mm", "linear")}  # fmt: skip
+              "linear/matmul": ("addmm", "mm", "linear"), "dropout (PyTorch's)": ("bernoulli", "dropout"),
+              "compiled kernels (fast dropout, fused chains)": ("compiledfxgraph",)}  # fmt: skip
     totals: dict[str, float] = {name: 0.0 for name in groups}
     totals["other"] = 0.0
     all_time = 0.0
@@ -232,7 +280,7 @@ def profile_step(preset: str) -> None:
             totals["other"] += self_time
     print(f"\nprofile of 3 training steps, {preset} (bf16, channels_last, batch {batch}); self CPU time by group")
     for name, value in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<20} {value / 1e3:>9.0f} ms  {100 * value / max(all_time, 1):5.1f}%")
+        print(f"  {name:<46} {value / 1e3:>9.0f} ms  {100 * value / max(all_time, 1):5.1f}%")
 
 
 def ensure_keras_venv() -> Path:
@@ -307,14 +355,19 @@ def main() -> None:
     parser.add_argument("--profile", metavar="PRESET", help="profile one preset's training step")
     parser.add_argument("--threads", metavar="PRESET", help="compare intra-op thread counts on one preset")
     parser.add_argument("--whiten-bias", metavar="PRESET", help="an AirNet step with the whitening bias frozen or not")
+    parser.add_argument("--levers", metavar="PRESETS", help="before/after rows for hashed dropout and fused chains")
+    parser.add_argument("--dropout", choices=("fast", "torch"), default="fast", help="Dropout in the other tables")
+    parser.add_argument("--fuse", choices=("on", "off"), default="on", help="fused pool chains in the other tables")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (--keras, --threads and --profile: CPU only)")
     args = parser.parse_args()
     global DEVICE
     DEVICE = resolve_device(args.device)
     if DEVICE.type != "cpu" and (args.keras or args.threads or args.profile):
         parser.error("--keras, --threads and --profile measure the CPU: use them with --device cpu")
+    LEVERS.update(dropout=args.dropout, fuse=args.fuse)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, {cpu_name()}")
+    print(f"dropout {args.dropout}, fused chains {args.fuse} (the --levers table sets its own)")
     if DEVICE.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(DEVICE)}")
     ceiling_before = matmul_ceiling()
@@ -331,6 +384,8 @@ def main() -> None:
             bench_keras(preset, args.repeats, args.steps * 4)
     if args.threads:
         bench_threads(args.threads, args.repeats, args.steps)
+    for preset in filter(None, (args.levers or "").split(",")):
+        bench_levers(preset, args.repeats, args.steps)
     if args.whiten_bias:
         bench_whiten_bias(args.whiten_bias, args.repeats, args.steps)
     if args.profile:

@@ -41,3 +41,21 @@ def test_trains_on_cuda(preset, tmp_path):
     result = cifarlab.train(preset, dataset=make_dataset(train=128, test=64), epochs=2, batch_size=32, val_size=32,
                             device="cuda", out=str(tmp_path / "r"), quiet=True)  # fmt: skip
     assert result.history.history["loss"][-1] < result.history.history["loss"][0]
+
+
+def test_flush_denormals_flushes_in_multithreaded_ops_and_turns_off():
+    from cifarlab.training.device import flush_denormals, set_flush_denormal_all_threads
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.full((1_000_000,), 1e-39).mul_(1.0)  # the pool exists before the flag is set, as in a Trainer
+        flush_denormals(torch.device("cpu"))
+        y = torch.full((1_000_000,), 1e-39).mul_(1.0)  # split across both threads
+        assert torch.count_nonzero(y) == 0
+        set_flush_denormal_all_threads(False)
+        y = torch.full((1_000_000,), 1e-39).mul_(1.0)
+        assert torch.count_nonzero(y) == y.numel()
+    finally:
+        set_flush_denormal_all_threads(False)
+        torch.set_num_threads(threads)

@@ -9,8 +9,15 @@ from cifarlab.ladder import SEED_LADDER, default_presets, plan_ladder, run_ladde
 from tests.factories import make_dataset
 from tests.test_resume import InterruptAt
 
-LADDER = dict(presets=["proyecto1", "proyecto4"], seeds=[0], epochs_scale=0.015, quiet=True, compare=False,
-              val_size=32, precision="fp32")  # fmt: skip  (proyecto1: 3 epochs, proyecto4: 2)
+LADDER = dict(
+    presets=["proyecto1", "proyecto4"],
+    seeds=[0],
+    epochs_scale=0.015,
+    quiet=True,
+    compare=False,
+    val_size=32,
+    precision="fp32",
+)  # fmt: skip  (proyecto1: 3 epochs, proyecto4: 2)
 
 
 class InterruptProyecto4(InterruptAt):
@@ -46,7 +53,9 @@ def test_an_interrupted_ladder_skips_finished_runs_and_resumes_the_stopped_one(t
     assert all(result is not None for result in whole)
 
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C in proyecto4's second epoch
-        run_ladder(runs_dir=tmp_path / "cut", dataset=dataset, callbacks=[InterruptProyecto4(epoch=2, step=1)], **LADDER)
+        run_ladder(
+            runs_dir=tmp_path / "cut", dataset=dataset, callbacks=[InterruptProyecto4(epoch=2, step=1)], **LADDER
+        )
     cut = tmp_path / "cut"
     assert (cut / "proyecto1-s0" / "metrics.json").is_file()
     assert (cut / "proyecto4-s0" / "resume.pt").is_file() and not (cut / "proyecto4-s0" / "metrics.json").exists()

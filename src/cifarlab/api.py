@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cifarlab import __version__
-from cifarlab._io import locked_dir, write_json
+from cifarlab._io import NoSpaceError, locked_dir, write_json
 from cifarlab.classifier import Classifier
 from cifarlab.config import (
     DataConfig,
@@ -28,14 +30,22 @@ from cifarlab.config import (
 from cifarlab.data import Dataset, load_dataset
 from cifarlab.data.dataset import select_classes
 from cifarlab.evaluation.metrics import EvalResult
+from cifarlab.models.registry import list_models, unknown_name_message
 from cifarlab.presets import DEFAULT_PRESET, get_preset
 from cifarlab.reports.plots import plot_history
+from cifarlab.reports.report import finish_run
+from cifarlab.reports.run_files import PREDICTIONS_NAME, run_facts, save_predictions
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.checkpoint import CHECKPOINT_NAME
+from cifarlab.training.distributed import Distributed, env_rank, init_from_env
 from cifarlab.training.history import History
 from cifarlab.training.resume import RESUME_NAME, load_resume_state
+from cifarlab.training.signals import TrainingStopped
 from cifarlab.training.trainer import Trainer
 from cifarlab.transfer.trainer import TransferTrainer
+
+if TYPE_CHECKING:
+    from cifarlab.export.runtime import OnnxClassifier
 
 _SHORT_KEYS = {
     **{f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)},
@@ -50,15 +60,25 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
 
     Overrides may use short names (`epochs=5`, `val_size=0`, `data='path'`) or dotted ones (`train.epochs`).
 
+    A TOML file's top-level `preset = "name"` chooses the preset when `preset` is not given.
+
     Raises:
-        KeyError: for an unknown preset.
+        KeyError: for an unknown preset or model.
         ValueError: for an unknown key or an invalid value.
     """
-    config = get_preset(preset or DEFAULT_PRESET).config
-    if config_file is not None:
-        config = apply_overrides(config, load_toml(config_file))
+    toml = load_toml(config_file) if config_file is not None else {}
+    named = toml.pop("preset", None)
+    if named is not None and preset is not None and named != preset:
+        raise ValueError(f"--preset {preset} and preset = {named!r} in {config_file} disagree; drop one of them")
+    if named is not None and not isinstance(named, str):
+        raise ValueError(f"preset in {config_file} must be a preset name (a string), got {named!r}")
+    config = get_preset(preset or named or DEFAULT_PRESET).config
+    config = apply_overrides(config, toml)
     expanded = {_SHORT_KEYS.get(key, key): value for key, value in overrides.items()}
-    return apply_overrides(config, expanded)
+    config = apply_overrides(config, expanded)
+    if config.model not in list_models():  # fail now, not after the data has loaded
+        raise KeyError(unknown_name_message("model", config.model, list_models(), "models"))
+    return config
 
 
 @dataclass
@@ -86,12 +106,16 @@ class RunResult:
 
 
 def make_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
-    """The run directory: `config.out`, or runs/<preset>-<timestamp> (made unique)."""
+    """The run directory: `config.out`, or runs/<preset>-<timestamp> (made unique).
+
+    Raises:
+        ValueError: if `--out` is not empty, or the directory cannot be made or written to (before any training).
+    """
     if config.out is not None:
         path = Path(config.out)
-        if path.exists() and any(path.iterdir()):
+        if path.is_dir() and any(path.iterdir()):
             raise ValueError(f"--out {path} exists and is not empty; choose a new directory")
-        path.mkdir(parents=True, exist_ok=True)
+        _make_writable_dir(path, f"--out {path}")
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{config.preset}-{stamp}"
@@ -99,7 +123,33 @@ def make_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
+    _make_writable_dir(path, f"run directory {path} (choose another with --out)")
+    return path
+
+
+def _make_writable_dir(path: Path, name: str) -> None:
+    """Create `path` (and its parents) and check a file can be written in it; else a one-line ValueError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(f"{name}: cannot write there ({error.strerror or error})") from None
+
+
+def _make_shared_run_dir(config: RunConfig, dist: Distributed) -> Path:
+    """make_run_dir on rank 0; its path, or its error, on every rank."""
+    if not dist.enabled:
+        return make_run_dir(config)
+    path = error = None
+    if dist.is_main:
+        try:
+            path = make_run_dir(config)
+        except ValueError as failure:
+            error = str(failure)
+    path, error = dist.from_main((path, error))
+    if error is not None:
+        raise ValueError(error)
     return path
 
 
@@ -143,16 +193,18 @@ def train(
         '> 71.230'
     """
     config = config or resolve_config(preset, config_file, **overrides)
+    dist = init_from_env(config.device)  # under torchrun: this process's rank; rank 0 writes the run directory
     dataset = dataset if dataset is not None else _load_training_data(config)
-    run_dir = make_run_dir(config)
-    with locked_dir(run_dir):  # no `--resume` of this run while it trains
+    run_dir = _make_shared_run_dir(config, dist)
+    with locked_dir(run_dir) if dist.is_main else contextlib.nullcontext():  # no `--resume` of it while it trains
         try:
             trainer = _make_trainer(config, dataset, run_dir, callbacks)
         except BaseException:
-            if config.out is None and not any(run_dir.iterdir()):  # a bad option: no empty runs/<preset>-<time>
+            if dist.is_main and config.out is None and not any(run_dir.iterdir()):  # no empty runs/<preset>-<time>
                 run_dir.rmdir()
             raise
-        write_json(run_dir / "config.json", _run_record(trainer, dataset))
+        if dist.is_main:
+            write_json(run_dir / "config.json", _run_record(trainer, dataset))
         return _fit_and_save(trainer, run_dir)
 
 
@@ -182,7 +234,7 @@ def resume(
     record_path = run_dir / "config.json"
     if not record_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a cifarlab run directory (no config.json)")
-    with locked_dir(run_dir):
+    with locked_dir(run_dir) if env_rank() == 0 else contextlib.nullcontext():  # rank 0 of a distributed run
         return _resume(run_dir, record_path, dataset, callbacks, quiet)
 
 
@@ -202,6 +254,9 @@ def _resume(
     if quiet is not None:
         config = dataclasses.replace(config, quiet=quiet)
     state = load_resume_state(resume_path)
+    if env_rank() == 0:
+        for leftover in run_dir.glob(".*.tmp"):  # a write cut short by a crash (the file it was replacing is whole)
+            leftover.unlink(missing_ok=True)
     dataset = dataset if dataset is not None else _load_training_data(config)
     trainer = _make_trainer(config, dataset, run_dir, callbacks)
     now = json.loads(json.dumps(_dataset_record(trainer, dataset)))  # as config.json holds it
@@ -256,14 +311,28 @@ def _dataset_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
 def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
     """Train to the end, test, and write the model, metrics and plots; then drop the resume state."""
     config = trainer.config
+    nproc = f" --nproc {trainer.dist.world_size}" if trainer.dist.enabled else ""
+    again = f"cifarlab train --resume {run_dir}{nproc}"
     try:
         history = trainer.fit()
+    except TrainingStopped as stop:  # a signal: the state was saved at a step boundary
+        raise TrainingStopped(stop.signum, f"continue with: {again}") from None
     except KeyboardInterrupt:
         if (run_dir / RESUME_NAME).is_file():
-            raise KeyboardInterrupt(f"continue with: cifarlab train --resume {run_dir}") from None
+            raise KeyboardInterrupt(f"continue with: {again}") from None
+        raise
+    except NoSpaceError as error:
+        if (run_dir / RESUME_NAME).is_file():
+            raise NoSpaceError(error.errno, f"{error}; make room, then continue with: {again}") from None
         raise
     best_epoch = trainer.restore_best()
     test = trainer.evaluate(trainer.test_split, tta=config.train.tta)
+    val_split = trainer.val_split  # its predictions let the report fit a temperature on validation, never on test
+    val_eval = trainer.evaluate(val_split, tta=config.train.tta) if val_split is not None else None
+    if not trainer.dist.is_main:  # rank 0 writes the run's files
+        return RunResult(run_dir, config, history, test, best_epoch, sum(history.history["seconds"]), trainer.notes)
+    save_predictions(run_dir / PREDICTIONS_NAME, test, trainer.test_split.labels, val_eval,
+                     val_split.labels if val_split is not None else None)  # fmt: skip
     train_seconds = sum(history.history["seconds"])
     val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
     trainer.save_model(
@@ -280,20 +349,30 @@ def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
             "best_epoch": best_epoch,
             "train_seconds": train_seconds,
             **val,
+            **run_facts(trainer),
         },
     )
     plot_history(history, run_dir)
+    finish_run(trainer, run_dir)  # report.html, then the trackers' artifacts; a failure here only prints a note
     (run_dir / RESUME_NAME).unlink(missing_ok=True)
     return RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
 
 
-def load(path: str | Path, *, device: str = "auto", precision: str = "auto") -> Classifier:
-    """Load a trained model from a run directory or a checkpoint file.
+def load(path: str | Path, *, device: str = "auto", precision: str = "auto") -> Classifier | OnnxClassifier:
+    """Load a trained model from a run directory, a checkpoint file or an exported .onnx file.
+
+    An .onnx file runs on ONNX Runtime (CPU; `device` and `precision` do not apply) with the same methods.
 
     Example:
         >>> clf = cifarlab.load("runs/proyecto4-20261128-101500")
         >>> probabilities = clf.predict(images)  # (N, 3, 32, 32) uint8
+        >>> clf.predict_files(["cat.jpg", "photos/"], top_k=3)[0].classes
+        ['cat', 'dog', 'deer']
     """
+    if Path(path).suffix.lower() == ".onnx":
+        from cifarlab.export.runtime import OnnxClassifier
+
+        return OnnxClassifier(path)
     return Classifier.load(path, device=device, precision=precision)
 
 

@@ -12,15 +12,17 @@ from cifarlab.data.dataset import Split
 from cifarlab.data.loader import Normalization
 from cifarlab.evaluation.metrics import EvalResult, evaluate_model, predict_logits
 from cifarlab.evaluation.tta import TTA
+from cifarlab.inference.predict import Predictor
 from cifarlab.models.registry import create_model
 from cifarlab.training.checkpoint import load_state, read_checkpoint, resolve_checkpoint
 from cifarlab.training.device import resolve_device, resolve_precision
 
 
-class Classifier:
+class Classifier(Predictor):
     """A model with what it takes to feed it: class names, image size and normalisation.
 
-    Build one with `Classifier.load(path)` (or `cifarlab.load`).
+    Build one with `Classifier.load(path)` (or `cifarlab.load`). `predict_files` and `predict_image` (from
+    `Predictor`) give the top-k classes of image files and Pillow images.
     """
 
     def __init__(
@@ -55,13 +57,23 @@ class Classifier:
         load_state(model, state, weights)
         return cls(model, meta, device=device, precision=precision)
 
-    def predict(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """Class probabilities (N, K) for (N, 3, H, W) uint8 images of the model's image size."""
+    def tta_level(self, tta: bool | None = None) -> int:
+        """The TTA level to use: None -> the recipe's, False -> 0, True -> the recipe's or else 2."""
+        if tta is None:
+            return self.tta
+        return (self.tta or 2) if tta else 0
+
+    def predict(self, images: torch.Tensor, batch_size: int = 1000, tta: bool | None = None) -> torch.Tensor:
+        """Class probabilities (N, K) for (N, 3, H, W) uint8 images of the model's image size.
+
+        `tta`: None averages the views the recipe's test evaluation used; False the image alone; True the
+        recipe's views, or the mirror and one-pixel shifts (level 2) for a recipe without TTA.
+        """
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected (N, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
         split = Split(images.to(self.device), torch.zeros(len(images), dtype=torch.int64, device=self.device))
         logits = predict_logits(
-            TTA(self.model, self.tta),
+            TTA(self.model, self.tta_level(tta)),
             split,
             self.normalization,
             batch_size=batch_size,

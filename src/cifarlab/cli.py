@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from cifarlab import api
 from cifarlab.models import count_params, list_models
 from cifarlab.presets import DEFAULT_PRESET, get_preset, list_presets
+from cifarlab.training import distributed
+from cifarlab.training.signals import TrainingStopped
 from cifarlab.transfer import preset_model
 
 
@@ -24,9 +29,19 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                         help="auto: bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32")  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where to read more, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `prog: error: message` on one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `cifarlab` command."""
-    parser = argparse.ArgumentParser(prog="cifarlab", description="Train, compare and ship CIFAR-10 classifiers.")
+    parser = _Parser(prog="cifarlab", description="Train, compare and ship CIFAR-10 classifiers.")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the traceback (for bug "
+                        "reports); may also follow the command")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("presets", help="list the named presets with parameter counts and the seed's accuracy")
@@ -66,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-lr-scale", type=float, metavar="X", help="transfer: the backbone's learning rate as "
                    "a fraction of the head's (default 0.1)")  # fmt: skip
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--nproc", type=int, metavar="N", help="train as N processes on this machine (torchrun, "
+                   "DistributedDataParallel); --batch-size stays the global batch")  # fmt: skip
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="distributed on CUDA: BatchNorm statistics over all ranks (default: per rank)")  # fmt: skip
+    p.add_argument("--save-every-steps", type=int, metavar="N", help="also write resume.pt every N steps inside "
+                   "an epoch, so a resume continues mid-epoch (default: at epoch ends)")  # fmt: skip
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
     p.add_argument(
         "--seed", type=int, metavar="N", help="seed of the split, initialisation, shuffling and augmentation"
@@ -73,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<timestamp>)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch, "
-                   "as it was configured (only --quiet may be added)")  # fmt: skip
+                   "as it was configured (only --quiet and --logger may be added)")  # fmt: skip
+    p.add_argument("--logger", choices=["tensorboard", "mlflow"], help="also log the run to TensorBoard "
+                   "(RUN_DIR/tensorboard) or MLflow ($MLFLOW_TRACKING_URI, else ./mlruns); needs its "
+                   "extra")  # fmt: skip
 
     p = sub.add_parser("ladder", help="train presets one after another (default: the seed's steps), resumably, "
                        "then compare them")  # fmt: skip
@@ -81,17 +105,70 @@ def build_parser() -> argparse.ArgumentParser:
                    "and proyecto10 when VGG16's ImageNet weights are at hand)")  # fmt: skip
     p.add_argument("--seeds", default="0", metavar="LIST", help="comma-separated seeds, one run each (default 0)")
     p.add_argument("--epochs-scale", type=float, default=1.0, metavar="F",
-                   help="scale every preset's epochs and patience (0.1: a shortened ladder; at least 1 epoch)")  # fmt: skip
+                   help="scale every preset's epochs and patience (0.1: a shortened ladder; at least 1)")  # fmt: skip
     p.add_argument("--runs-dir", default="runs/ladder", metavar="DIR",
-                   help="runs go to DIR/<preset>-s<seed> (default runs/ladder); the same command again resumes")  # fmt: skip
+                   help="runs go to DIR/<preset>-s<seed> (default runs/ladder); run again to resume")  # fmt: skip
     _add_data_flags(p)
     p.add_argument("--weights", metavar="PATH", help="local copy of VGG16's ImageNet weights (adds proyecto10)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars or lines")
 
+    p = sub.add_parser("report", help="write a run's self-contained report.html (curves, mistakes, calibration)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    p.add_argument("--data", metavar="SOURCE", help="where the run's test images are now, if they moved (only the "
+                   "grid of mistakes needs them)")  # fmt: skip
+    p.add_argument("--out", metavar="FILE", help="the HTML file to write (default RUN_DIR/report.html)")
+
+    p = sub.add_parser("compare", help="compare runs: a table (seeds grouped, mean ± std), compare.html, compare.csv")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="finished runs (default: every run under "
+                   "--runs-dir)")  # fmt: skip
+    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where to look for runs when none is named "
+                   "(default runs)")  # fmt: skip
+    p.add_argument("--out", metavar="DIR", help="where compare.html and compare.csv go (default: --runs-dir, or "
+                   "the named runs' common folder)")  # fmt: skip
+
     p = sub.add_parser("evaluate", help="evaluate a saved model on a test split and print '> accuracy'")
-    p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory or its model.safetensors")
+    p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory, its model.safetensors or an "
+                   "exported .onnx file")  # fmt: skip
     _add_data_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("cache", help="show what the cache folder holds per kind; --prune deletes stale entries")
+    p.add_argument("--prune", action="store_true", help="delete cache files not used for --older-than days, "
+                   "those of vanished image folders or without checksum, and leftover temporary files (never "
+                   "downloads)")  # fmt: skip
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="with --prune: the age of last use beyond which a cache file goes (default 30)")  # fmt: skip
+
+    p = sub.add_parser("predict", help="top-k classes of image files (directories walked recursively)")
+    p.add_argument("model", metavar="MODEL", help="a run directory, its model.safetensors or an exported .onnx file")
+    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_DIR", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF) "
+                   "or folders of them")  # fmt: skip
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes per image (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="average test-time views "
+                   "(default: as the model's recipe evaluated; an .onnx file has what was exported)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per model call (default 256)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 where fast (default)")
+
+    p = sub.add_parser("export", help="export a model to ONNX (uint8 images in, probabilities out), checked "
+                       "against PyTorch")  # fmt: skip
+    p.add_argument("model", metavar="MODEL", help="a run directory or its model.safetensors")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default onnx)")
+    p.add_argument("--out", metavar="FILE", help="the file to write (default model.onnx, or model-tta.onnx with "
+                   "--tta, beside the checkpoint)")  # fmt: skip
+    p.add_argument("--tta", action="store_true", help="bake the recipe's test-time views into the graph")
+    p.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset version (default 18)")
+
+    p = sub.add_parser("serve", help="serve a model over HTTP: a web page, POST /predict, GET /health and /model")
+    p.add_argument("model", metavar="MODEL", help="a run directory, its model.safetensors or an exported .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB", help="largest request body (default 10)")
+    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="most images per model call when requests "
+                   "are micro-batched; 1 turns batching off (default 32)")  # fmt: skip
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 where fast (default)")
     return parser
 
 
@@ -138,6 +215,29 @@ def _presets(args: argparse.Namespace) -> None:
                 print(f"    - {choice}")
 
 
+def _models(args: argparse.Namespace) -> None:
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no model matches '{args.pattern}' (see 'cifarlab models')")
+    print("\n".join(names))
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from cifarlab import cache
+    from cifarlab._download import cache_home
+
+    root = cache_home()
+    if args.prune:
+        removed = cache.prune_cache(30.0 if args.older_than is None else args.older_than, root)
+        for entry, reason in removed:
+            print(f"removed {entry.path.relative_to(root)} ({cache.format_size(entry.size)}): {reason}")
+        freed = cache.format_size(sum(entry.size for entry, _ in removed))
+        print(f"pruned {len(removed)} file{'' if len(removed) == 1 else 's'}, {freed} freed")
+    elif args.older_than is not None:
+        raise ValueError("--older-than applies to --prune; add --prune")
+    print(cache.format_usage(root, cache.cache_usage(cache.scan_cache(root))))
+
+
 def _train(args: argparse.Namespace) -> None:
     overrides = {
         "data": args.data,
@@ -164,7 +264,13 @@ def _train(args: argparse.Namespace) -> None:
         "quiet": args.quiet,
         "device": args.device,
         "precision": args.precision,
+        "sync_bn": args.sync_bn,
+        "save_every_steps": args.save_every_steps,
     }
+    if args.nproc is not None:  # launch N ranks of this same command through torchrun, and wait for them
+        if args.resume is None:
+            api.resolve_config(args.preset, config_file=args.config, **overrides)  # a bad option: one line, here
+        return distributed.launch(distributed.strip_option(args.argv, "--nproc"), args.nproc)
     if args.resume is not None:
         given = [name for name, value in {"preset": args.preset, "config": args.config, **overrides}.items()
                  if value is not None and name != "quiet"]  # fmt: skip
@@ -172,18 +278,42 @@ def _train(args: argparse.Namespace) -> None:
             renamed = {"early_stopping": "no_early_stop", "channels_last": "no_channels_last"}
             flags = ", ".join(f"--{renamed.get(name, name).replace('_', '-')}" for name in given)
             raise ValueError(f"--resume continues a run as it was configured; drop {flags}")
-        result = api.resume(args.resume, quiet=args.quiet)
+        result = api.resume(args.resume, quiet=args.quiet, callbacks=_trackers(args.logger))
     else:
-        result = api.train(args.preset, config_file=args.config, **overrides)
+        result = api.train(args.preset, config_file=args.config, callbacks=_trackers(args.logger), **overrides)
+    if distributed.env_rank() != 0:  # rank 0 speaks for a distributed run
+        return
     print(result.summary())
     print(result.test.percent())
     print(f"run saved to {result.run_dir}")
+
+
+def _trackers(name: str | None) -> list:
+    if name is None:
+        return []
+    from cifarlab.training.trackers import make_tracker
+
+    return [make_tracker(name)]
+
+
+def _report(args: argparse.Namespace) -> None:
+    from cifarlab.reports.report import write_report
+
+    print(f"report written to {write_report(args.run_dir, data=args.data, out=args.out)}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from cifarlab.reports.compare import compare_runs
+
+    print(compare_runs(args.run_dirs, runs_dir=args.runs_dir, out_dir=args.out), end="")
 
 
 def _ladder(args: argparse.Namespace) -> None:
     from cifarlab.ladder import run_ladder
 
     presets = [name.strip() for name in args.presets.split(",") if name.strip()] if args.presets else None
+    if args.presets is not None and not presets:
+        raise ValueError(f"--presets: give at least one preset name, e.g. proyecto1,proyecto4; got {args.presets!r}")
     overrides = {"data": args.data, "data_dir": args.data_dir, "device": args.device, "precision": args.precision,
                  "weights": args.weights}  # fmt: skip
     run_ladder(
@@ -215,21 +345,86 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(result.percent())
 
 
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    classifier = api.load(args.model, device=args.device or "auto", precision=args.precision or "auto")
+    skipped = 0
+    for prediction in classifier.iter_predictions(args.paths, args.top_k, batch_size=args.batch_size, tta=args.tta):
+        if prediction.error is not None:
+            skipped += 1
+            print(f"cifarlab: skipped {prediction.path}: {prediction.error}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps(prediction.to_dict()), flush=True)
+        else:
+            print(prediction.line(), flush=True)
+    if skipped:
+        print(f"cifarlab: {skipped} file{'s' if skipped > 1 else ''} skipped", file=sys.stderr)
+    return 1 if skipped else 0
+
+
+def _export(args: argparse.Namespace) -> None:
+    from cifarlab.export.onnx import export_onnx
+
+    print(export_onnx(args.model, args.out, tta=args.tta, opset=args.opset).summary())
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from cifarlab.serve.app import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_batch=args.max_batch,
+          device=args.device or "auto", precision=args.precision or "auto")  # fmt: skip
+
+
+def _run(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace, debug: bool) -> int | None:
+    """Call a command's handler, its warnings shown as one line each (with --debug, as Python shows them)."""
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning
+        return handler(args)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"cifarlab: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (errors print one line, no traceback)."""
-    args = build_parser().parse_args(argv)
-    handlers = {"presets": _presets, "models": lambda a: print("\n".join(list_models(a.pattern))),
-                "train": _train, "ladder": _ladder, "evaluate": _evaluate}  # fmt: skip
+    """Run the command line; returns the exit status.
+
+    A user error (a bad option, file or value) prints one line and returns 2; any other exception is a bug and
+    prints one line too, returning 1. `--debug`, anywhere on the line, adds the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    debug = "--debug" in options
+    args = build_parser().parse_args([arg for i, arg in enumerate(argv) if not (arg == "--debug" and i < len(options))])
+    handlers = {"presets": _presets, "models": _models,
+                "train": _train, "ladder": _ladder, "report": _report, "compare": _compare,
+                "evaluate": _evaluate, "predict": _predict, "export": _export, "serve": _serve,
+                "cache": _cache}  # fmt: skip
     try:
-        handlers[args.command](args)
+        args.argv = argv  # `train --nproc` passes it on to its ranks
+        status = _run(handlers[args.command], args, debug)
     except (ValueError, KeyError, FileNotFoundError, OSError) as error:
+        if debug:
+            traceback.print_exc()
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        print(f"cifarlab: error: {message}", file=sys.stderr)
+        print(f"cifarlab: error: {' '.join(str(message).split())}", file=sys.stderr)  # one line, always
         return 2
-    except KeyboardInterrupt as interrupt:
-        print(f"cifarlab: interrupted{'; ' + str(interrupt) if interrupt.args else ''}", file=sys.stderr)
-        return 130
-    return 0
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal that stopped training (TrainingStopped)
+        what = f"stopped by {interrupt.signal_name}" if isinstance(interrupt, TrainingStopped) else "interrupted"
+        print(f"cifarlab: {what}{'; ' + str(interrupt) if interrupt.args else ''}", file=sys.stderr)
+        return interrupt.exit_code if isinstance(interrupt, TrainingStopped) else 130
+    except Exception as error:  # not a user error: a bug, or the machine (out of memory, a driver)
+        if debug:
+            raise
+        detail = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+        print(f"cifarlab: internal error: {detail}; rerun with --debug for the traceback and report it",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    finally:
+        distributed.shutdown()  # a torchrun rank leaves its process group
+    return status if isinstance(status, int) else 0  # predict: 1 when files were skipped
 
 
 if __name__ == "__main__":

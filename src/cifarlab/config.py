@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +29,7 @@ Optimizer = Literal["adam", "sgd", "muon"]
 Schedule = Literal["constant", "warmup_linear"]
 Monitor = Literal["val_loss", "val_accuracy"]
 BatchNormMode = Literal["frozen", "train"]
+Loss = Literal["logits", "keras_probs"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,11 @@ class DataConfig:
             raise ValueError(f"--image-size must be at least 8 pixels, got {self.image_size}")
         if self.val_size < 0:
             raise ValueError(f"--val-size must be 0 or more, got {self.val_size}")
+        if self.per_class_limit is not None and self.per_class_limit < 1:
+            raise ValueError(f"--per-class-limit must be at least 1, got {self.per_class_limit}")
+        if self.data_dir is not None and self.source != "cifar10":
+            raise ValueError(f"--data-dir is where the CIFAR-10 archive is; it does not apply to --data {self.source} "
+                             "(drop one of them)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class TrainConfig:
     schedule: Schedule = "constant"  # 'warmup_linear': linear rise over warmup_epochs, then linear decay to 0
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    loss: Loss = "logits"  # 'keras_probs': from clipped bf16 softmax probabilities, as mixed_bfloat16 Keras
     low_res_size: int = 0  # progressive resizing: side the training images are shrunk to at first; 0 = off
     low_res_epochs: int = 0  # epochs trained at low_res_size before the full size
     whiten_bias_epochs: int = 0  # AirNet: epochs its whitening bias learns, then it is frozen; 0 = always learns
@@ -81,6 +92,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, Optimizer)
         _check_choice("train.schedule", self.schedule, Schedule)
+        _check_choice("train.loss", self.loss, Loss)
         for monitor in self.early_stopping:
             _check_choice("train.early_stopping", monitor, Monitor)
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -89,8 +101,12 @@ class TrainConfig:
                 raise ValueError(f"{flag} must be at least 1, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"train.steps_per_epoch must be at least 1 or unset, got {self.steps_per_epoch}")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"train.{spec.name} must be a finite number, got {value}")
         for name in ("muon_lr", "bias_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
@@ -112,6 +128,8 @@ class TrainConfig:
             raise ValueError(f"train.tta must be 0, 1 or 2; got {self.tta}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.loss == "keras_probs" and self.label_smoothing:
+            raise ValueError("train.label_smoothing applies to train.loss 'logits' only (Keras' sparse loss has none)")
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,8 @@ class RunConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # distributed runs: synchronise BatchNorm statistics over the ranks (CUDA); off = per rank
+    save_every_steps: int = 0  # also write resume.pt every N steps inside an epoch; 0 = at epoch ends only
     seed: int = 0
     out: str | None = None  # run directory; None = runs/<preset>-<timestamp>
     quiet: bool = False
@@ -165,6 +185,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check_choice("--device", self.device, Literal["auto", "cpu", "cuda"])
         _check_choice("--precision", self.precision, Literal["auto", "bf16", "fp32"])
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if self.save_every_steps < 0:
+            raise ValueError(f"--save-every-steps must be 0 (off) or more steps, got {self.save_every_steps}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-friendly values."""
@@ -174,7 +198,7 @@ class RunConfig:
 def _check_choice(name: str, value: object, choices: Any) -> None:
     allowed = choices.__args__
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got '{value}'")
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "transfer": TransferConfig}
@@ -193,6 +217,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     for key, value in overrides.items():
         if isinstance(value, dict) and key in _SECTIONS:
             flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        elif key in _SECTIONS and value is not None:
+            raise ValueError(f"config key '{key}' is a section: give a [{key}] table of its keys, got {value!r}")
         else:
             flat[key] = value
     top: dict[str, Any] = {}
@@ -203,21 +229,78 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         section, _, name = key.rpartition(".")
         cls = _SECTIONS.get(section) if section else RunConfig
         if cls is None:
-            raise ValueError(f"unknown config section '{section}' in '{key}'; allowed: {', '.join(_SECTIONS)}")
+            raise ValueError(f"unknown config section {section!r} in {key!r}; allowed: {', '.join(_SECTIONS)}")
         names = [f.name for f in dataclasses.fields(cls) if not (cls is RunConfig and f.name in _SECTIONS)]
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3)
+            if not section:  # a section's key at the top level: say where it belongs
+                close += [f"[{sub}] {name}" for sub, sub_cls in _SECTIONS.items() if name in _field_types(sub_cls)]
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown config key '{key}'{hint} (allowed: {', '.join(names)})")
-        if name == "augment" and isinstance(value, dict):
-            value = AugmentConfig.from_dict(value)
-        if name in ("early_stopping", "classes", "head"):
-            value = tuple(value)
+            raise ValueError(f"unknown config key {key!r}{hint} (allowed: {', '.join(names)})")
+        value = _check_type(key, value, _field_types(cls)[name])
         (nested[section] if section else top)[name] = value
     for section, values in nested.items():
         if values:
             top[section] = dataclasses.replace(getattr(config, section), **values)
     return dataclasses.replace(config, **top)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved type of each field of a config dataclass."""
+    return typing.get_type_hints(cls)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """`value` as a field of type `hint` holds it (ints widen to floats, lists become tuples), or ValueError.
+
+    Literal choices are left to `__post_init__`, which names the allowed values.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(key, value, option)
+            except ValueError:
+                pass
+        raise ValueError(f"{key} must be {_describe(hint)}, got {value!r}")
+    if origin is typing.Literal:
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{key} must be {_describe(hint)}, got {value!r}")
+        return tuple(_check_type(f"{key}[{i}]", item, args[0]) for i, item in enumerate(value))
+    if hint is AugmentConfig:
+        if isinstance(value, AugmentConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{key} must be {_describe(hint)}, got {value!r}")
+        return AugmentConfig.from_dict(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
+        float: isinstance(value, numbers.Real) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint, True)
+    if not ok:
+        raise ValueError(f"{key} must be {_describe(hint)}, got {value!r}")
+    return hint(value) if hint in (int, float) else value
+
+
+def _describe(hint: Any) -> str:
+    """A field type in words, for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is tuple and typing.get_origin(args[0]) is typing.Literal:
+        return "a list of values from " + ", ".join(map(str, typing.get_args(args[0])))
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", AugmentConfig: "a table"}
+    return words.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -231,7 +314,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist (--config)")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"config file {path} is not valid TOML: {error}") from None
 

@@ -24,8 +24,8 @@ from cifarlab.config import RunConfig
 from cifarlab.data import Dataset
 from cifarlab.models.summary import count_macs
 from cifarlab.presets import get_preset
-from cifarlab.training.resume import RESUME_NAME
 from cifarlab.training.callbacks import Callback
+from cifarlab.training.resume import RESUME_NAME
 from cifarlab.transfer import preset_model
 from cifarlab.transfer.weights import PRETRAINED_URLS
 
@@ -94,6 +94,8 @@ def plan_ladder(
     if not (math.isfinite(epochs_scale) and epochs_scale > 0):
         raise ValueError(f"--epochs-scale must be a positive number, got {epochs_scale}")
     runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ValueError(f"--runs-dir {runs_dir} is a file; give a folder for the runs")
     runs = []
     for preset in presets:
         recipe = get_preset(preset).config.train
@@ -275,4 +277,3 @@ def ladder_config_scale(config: RunConfig) -> float | None:
     except KeyError:
         return None
     return config.train.epochs / planned
-

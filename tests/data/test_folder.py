@@ -97,7 +97,7 @@ def test_rgb_png_round_trips_exactly_in_sorted_file_order(tmp_path):
         np.testing.assert_array_equal(loaded, pixels["train", file_name])
 
 
-def test_alpha_is_composited_onto_black(tmp_path):
+def test_alpha_is_composited_onto_white(tmp_path):
     rgba = np.zeros((32, 32, 4), dtype=np.uint8)
     rgba[..., :3] = (200, 100, 50)
     rgba[:, :8, 3] = 0
@@ -109,9 +109,9 @@ def test_alpha_is_composited_onto_black(tmp_path):
         Image.fromarray(rgba).save(root / split / "x" / "a.png")
         Image.fromarray(np.ascontiguousarray(rgba[..., [0, 3]])).save(root / split / "x" / "b.png")
     image, gray = load(root).train.images.permute(0, 2, 3, 1).numpy()
-    assert (image[:, :8] == 0).all() and (gray[:, :8] == 0).all()
+    assert (image[:, :8] == 255).all() and (gray[:, :8] == 255).all()
     assert (image[:, 8:16] == (200, 100, 50)).all() and (gray[:, 8:16] == 200).all()
-    assert (image[:, 16:] == (100, 50, 25)).all() and (gray[:, 16:] == 100).all()
+    assert (image[:, 16:] == (227, 177, 152)).all() and (gray[:, 16:] == 227).all()
 
 
 def test_other_modes_convert_to_rgb(tmp_path):

@@ -6,7 +6,6 @@ import hashlib
 import io
 import pickle
 import tarfile
-import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from cifarlab._download import cache_home, download, file_md5
-from cifarlab._io import atomic_path
+from cifarlab._io import read_cache, write_cache
 from cifarlab.data.dataset import Dataset, Split
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -32,6 +31,7 @@ _MEMBERS = (*_TRAIN_MEMBERS, _TEST_MEMBER, _META_MEMBER)
 _IMAGE_SHAPE = (3, 32, 32)  # each row holds 1024 R, then 1024 G, then 1024 B bytes, row-major
 _CACHE_STEM = "cifar10-uint8"
 _CACHE_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "class_names")
+_CACHE_VERSION = 2  # 2: the arrays carry a checksum; bump when parsing or the layout changes
 
 _Arrays = dict[str, np.ndarray]  # the _CACHE_KEYS, as numpy arrays
 
@@ -47,8 +47,9 @@ def load_cifar10(
     """Load CIFAR-10 as uint8 tensors, downloading the official archive unless `data_dir` holds it.
 
     The parsed arrays are cached in `<cache_dir>/cifar10/` as an uncompressed `.npz`, so every call
-    after the first loads in well under a second without opening the archive. A cache file that
-    cannot be read is deleted and rebuilt.
+    after the first loads in well under a second without opening the archive. The cache file carries its
+    source's key and the arrays' sha256; one that is unreadable, stale or damaged is deleted and rebuilt
+    (with a note in `Dataset.notes`).
 
     Args:
         data_dir: None to download the archive into `<cache_dir>/cifar10/`; otherwise a folder that
@@ -76,8 +77,10 @@ def load_cifar10(
     """
     cache_folder = (Path(cache_dir) if cache_dir is not None else cache_home()) / "cifar10"
     build: Callable[[], _Arrays]
+    key = {"kind": "cifar10", "version": _CACHE_VERSION, "md5": md5}
     if data_dir is None:
         cache_file = cache_folder / f"{_CACHE_STEM}.npz"
+        key["source"] = "download"
 
         def build() -> _Arrays:
             try:
@@ -91,7 +94,8 @@ def load_cifar10(
         source = _find_source(Path(data_dir).expanduser())
         # Keyed by the source's path, sizes and mtimes: cheap to compute, and a different folder (or a
         # changed file) never hits another's cache.
-        cache_file = cache_folder / f"{_CACHE_STEM}-{_fingerprint(source, md5)}.npz"
+        key["source"] = _fingerprint(source, md5)
+        cache_file = cache_folder / f"{_CACHE_STEM}-{key['source']}.npz"
 
         def build() -> _Arrays:
             if source.is_dir():
@@ -100,10 +104,10 @@ def load_cifar10(
             return _parse_archive(source)
 
     notes: list[str] = []
-    arrays = _read_cache(cache_file, notes)
+    arrays = _read_cache(cache_file, key, notes)
     if arrays is None:
         arrays = build()
-        _write_cache(cache_file, arrays, notes)
+        _write_cache(cache_file, arrays, key, notes)
     return Dataset(
         class_names=[str(name) for name in arrays["class_names"]],
         train=Split(torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"])),
@@ -263,27 +267,19 @@ def _check_arrays(arrays: _Arrays, where: str) -> None:
             raise ValueError(f"{where}: {split} labels should lie in [0, {num_classes}), got {found}")
 
 
-def _read_cache(path: Path, notes: list[str]) -> _Arrays | None:
-    """Load the parsed arrays from `path`; None when absent, or when unreadable (the file is then deleted)."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in _CACHE_KEYS}
-        _check_arrays(arrays, str(path))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        path.unlink(missing_ok=True)
-        notes.append(f"the parsed CIFAR-10 cache {path} was unreadable ({e}); it was deleted and rebuilt")
+def _read_cache(path: Path, key: dict[str, Any], notes: list[str]) -> _Arrays | None:
+    """The parsed arrays at `path`, checked (`_io.read_cache`); None when absent or untrustworthy (then deleted)."""
+    arrays = read_cache(path, key, check=lambda found: _check_arrays(found, str(path)), report=notes.append)
+    if arrays is None:
         return None
     # torch.from_numpy wants writable arrays; np.load gives them, but be sure rather than warn later
-    return {key: a if a.flags.writeable else a.copy() for key, a in arrays.items()}
+    return {name: arrays[name] if arrays[name].flags.writeable else arrays[name].copy() for name in _CACHE_KEYS}
 
 
-def _write_cache(path: Path, arrays: _Arrays, notes: list[str]) -> None:
-    """Save the arrays to `path` atomically."""
+def _write_cache(path: Path, arrays: _Arrays, key: dict[str, Any], notes: list[str]) -> None:
+    """Save the arrays to `path` atomically, with their key and checksum."""
     try:
-        with atomic_path(path) as tmp, tmp.open("wb") as f:
-            np.savez(f, **arrays)
+        write_cache(path, arrays, key)
     except OSError as e:
         # The data is fine; only the next load gets slower.
         notes.append(

@@ -10,22 +10,23 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
 from cifarlab._download import cache_home
-from cifarlab._io import atomic_path
+from cifarlab._io import read_cache, write_cache
 from cifarlab.data.dataset import Dataset, Split
+from cifarlab.inference.images import IMAGE_SUFFIXES, decode_image
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _SPLITS = ("train", "test", "val")
-_CACHE_VERSION = 1  # bump when decoding or the cache layout changes, so old cache files stop matching
+# bump when decoding or the cache layout changes, so old cache files stop matching (2: alpha onto white)
+_CACHE_VERSION = 2
 _MIN_PARALLEL_FILES = 512  # below this a worker pool costs more than it saves
 _LAYOUT = "{root}/train/<class>/<image> and {root}/test/<class>/<image> (optionally {root}/val/<class>/<image>)"
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})  # "I" too: older Pillows open 16-bit PNGs as I
 
 
 @dataclass
@@ -56,15 +57,17 @@ def load_image_folder(
     directly in each class folder whose suffix is one of `IMAGE_SUFFIXES` (any case); hidden and other
     files are ignored, and files load in sorted name order.
 
-    Every image becomes RGB: transparent images are composited onto black, 16-bit grayscale is scaled
-    to 8 bits, EXIF rotation is applied, and other modes (L, P, CMYK, ...) use Pillow's conversion.
-    Images that are not `image_size` square are resized with bicubic filtering (without keeping the
-    aspect ratio).
+    Images are decoded by `cifarlab.inference.images.decode_image`, the function prediction uses too:
+    every image becomes RGB (transparency composited onto white, 16-bit grayscale scaled to 8 bits, EXIF
+    rotation applied, other modes such as L, P and CMYK converted by Pillow), and images that are not
+    `image_size` square are resized with bicubic filtering (without keeping the aspect ratio).
 
     Decoded arrays are cached in `<cache_dir>/folders/` (default `$CIFARLAB_HOME/folders/`, i.e.
     `~/.cache/cifarlab/folders/`). The cache key covers the folder's path, the options and every
     image's relative path, size and modification time, so editing, adding or removing an image
-    decodes the folder again; an unchanged folder loads without decoding anything.
+    decodes the folder again; an unchanged folder loads without decoding anything. Each cache file
+    carries that key and its arrays' sha256: one that is unreadable, stale or damaged is deleted and
+    decoded again, with a warning.
 
     Args:
         root: folder holding `train/`, `test/` and optionally `val/`.
@@ -95,14 +98,14 @@ def load_image_folder(
         raise ValueError(f"workers must be 1 or more (or None for one per CPU), got {workers}")
     folder = Path(root).expanduser()
     listing = _list_images(folder)
-    cache_path = _cache_path(
+    cache_path, key = _cache_path(
         Path(cache_dir) if cache_dir is not None else cache_home(), folder, listing, image_size, skip_bad_images
     )
 
-    arrays = _read_cache(cache_path, list(listing.split_sizes), image_size)
+    arrays = _read_cache(cache_path, key, list(listing.split_sizes), image_size)
     if arrays is None:
         arrays = _build_arrays(listing, image_size, skip_bad_images, workers or os.cpu_count() or 1, progress)
-        _write_cache(cache_path, arrays)
+        _write_cache(cache_path, key, arrays)
 
     notes = [str(note) for note in arrays["notes"]]
     for note in notes:
@@ -184,42 +187,43 @@ def _suffix_list() -> str:
     return "/".join(sorted(IMAGE_SUFFIXES))
 
 
-def _cache_path(cache_root: Path, root: Path, listing: _Listing, image_size: int, skip_bad_images: bool) -> Path:
-    """Cache file for this folder and options: '<options hash>-<files hash>.npz' under `cache_root/folders`."""
+def _cache_path(
+    cache_root: Path, root: Path, listing: _Listing, image_size: int, skip_bad_images: bool
+) -> tuple[Path, dict[str, Any]]:
+    """The cache file '<options hash>-<files hash>.npz' under `cache_root/folders`, and the key stored in it.
+
+    The key holds the same hashes and the folder's path (which `cifarlab cache --prune` checks still exists).
+    """
     options = f"{_CACHE_VERSION}\0{root.resolve()}\0{image_size}\0{skip_bad_images}\0{Image.__version__}"
     options_key = hashlib.sha256(options.encode()).hexdigest()[:16]
     files_key = hashlib.sha256("\n".join(listing.fingerprint).encode()).hexdigest()[:24]
-    return cache_root / "folders" / f"{options_key}-{files_key}.npz"
+    key = {"kind": "folders", "options": options_key, "files": files_key, "root": str(root.resolve())}
+    return cache_root / "folders" / f"{options_key}-{files_key}.npz", key
 
 
-def _read_cache(path: Path, splits: list[str], image_size: int) -> dict[str, np.ndarray] | None:
-    """Arrays stored at `path`, or None when it is missing; an unreadable or malformed file is deleted."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+def _read_cache(path: Path, key: dict[str, Any], splits: list[str], image_size: int) -> dict[str, np.ndarray] | None:
+    """Arrays stored at `path`, or None when it is missing; an unreadable, stale or damaged file is deleted."""
+
+    def check(arrays: dict[str, np.ndarray]) -> None:
+        if arrays["notes"].dtype.kind != "U":
+            raise ValueError(f"notes has dtype {arrays['notes'].dtype}")
         for name in splits:
             images, labels = arrays[f"{name}_images"], arrays[f"{name}_labels"]
             if images.dtype != np.uint8 or images.shape[1:] != (3, image_size, image_size):
                 raise ValueError(f"{name}_images has dtype {images.dtype} and shape {images.shape}")
             if labels.dtype != np.int64 or labels.shape != (len(images),):
                 raise ValueError(f"{name}_labels has dtype {labels.dtype} and shape {labels.shape}")
+
+    arrays = read_cache(path, key, check=check)
+    if arrays is not None:
         arrays["notes"] = arrays["notes"].astype(str)
-        return arrays
-    except Exception as error:  # a truncated or foreign file can fail in many ways (zip, format, key, OS errors)
-        warnings.warn(
-            f"deleting unreadable cache file {path} ({type(error).__name__}: {error}); decoding again", stacklevel=3
-        )
-        path.unlink(missing_ok=True)
-        return None
+    return arrays
 
 
-def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _write_cache(path: Path, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Store `arrays` at `path` atomically and delete older cache files of the same folder and options."""
     try:
-        with atomic_path(path) as tmp, tmp.open("wb") as temp:
-            np.savez(temp, **arrays)  # uncompressed: a cache hit should cost a read, not a decompression
+        write_cache(path, arrays, key)
         options_key = path.stem.split("-")[0]
         for stale in path.parent.glob(f"{options_key}-*.npz"):
             if stale != path:
@@ -236,6 +240,7 @@ def _build_arrays(
     listing: _Listing, image_size: int, skip_bad_images: bool, workers: int, progress: bool
 ) -> dict[str, np.ndarray]:
     """Decode every listed image into the arrays stored in the cache."""
+    _check_memory(len(listing.files), image_size)
     images, errors = _decode_files(listing.files, image_size, workers, progress)  # (N, S, S, 3)
     notes: list[str] = []
     keep = np.ones(len(listing.files), dtype=bool)
@@ -267,6 +272,20 @@ def _build_arrays(
         arrays[f"{name}_images"] = np.ascontiguousarray(split_images.transpose(0, 3, 1, 2))  # (N, 3, S, S)
         arrays[f"{name}_labels"] = listing.labels[part][split_keep]
     return arrays
+
+
+def _check_memory(count: int, image_size: int) -> None:
+    """Raise ValueError when the decoded images could not fit in this machine's memory (rather than MemoryError)."""
+    needed = count * image_size * image_size * 3 * 2  # the decoded array, and the copy the splits are cut into
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return
+    if needed > total:
+        raise ValueError(
+            f"decoding {count} images at {image_size}x{image_size} pixels needs about {needed / 2**30:.0f} GiB "
+            f"of memory, more than this machine's {total / 2**30:.0f} GiB; use a smaller --image-size"
+        )
 
 
 def _decode_files(paths: list[str], image_size: int, workers: int, progress: bool) -> tuple[np.ndarray, dict[int, str]]:
@@ -315,30 +334,7 @@ def _decode_chunk(paths: list[str], image_size: int) -> tuple[np.ndarray, dict[i
     errors: dict[int, str] = {}
     for i, path in enumerate(paths):
         try:
-            out[i] = _decode_image(path, image_size)
-        except Exception as error:  # corrupt files raise OSError, SyntaxError, struct.error, ... depending on format
-            errors[i] = f"{type(error).__name__}: {error}"
+            out[i] = decode_image(path, image_size)
+        except (ValueError, OSError) as error:  # decode_image names the problem (not an image, truncated, ...)
+            errors[i] = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
     return out, errors
-
-
-def _decode_image(path: str, image_size: int) -> np.ndarray:
-    """Read one image as an (S, S, 3) uint8 RGB array."""
-    with Image.open(path) as image:
-        image = _to_rgb(ImageOps.exif_transpose(image))
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-    return np.asarray(image)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any mode to RGB: alpha composited onto black, 16-bit scaled to 8 bits, the rest as Pillow does."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in _SIXTEEN_BIT_MODES:  # Pillow would clip these to 255 (white) instead of scaling
-        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
-        rgb = (rgba[..., :3] * rgba[..., 3:] + 127) // 255  # alpha-composite onto black
-        return Image.fromarray(rgb.astype(np.uint8))
-    return image.convert("RGB")

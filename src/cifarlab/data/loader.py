@@ -65,6 +65,8 @@ class BatchIndices:
 
     Attributes:
         passes: passes started so far; the batch just yielded belongs to the latest one.
+        step: batches of the current epoch yielded so far (0 between epochs); a state saved mid-epoch continues
+            from there.
     """
 
     def __init__(
@@ -76,6 +78,8 @@ class BatchIndices:
         self.shuffle = shuffle
         self.steps_per_epoch = steps_per_epoch
         self.passes = 0
+        self.step = 0
+        self._resume_step = 0  # where the next iteration starts: 0, or the step a loaded state stopped at
         self._pending: list[torch.Tensor] = []  # batches left over from the current pass
 
     def __len__(self) -> int:
@@ -97,6 +101,7 @@ class BatchIndices:
         return {
             "generator": self.generator.get_state(),
             "passes": self.passes,
+            "step": self.step,
             "pending": [batch.cpu() for batch in self._pending],
         }
 
@@ -105,16 +110,21 @@ class BatchIndices:
         device = self.generator.device
         self.generator.set_state(state["generator"])
         self.passes = int(state["passes"])
+        self.step = self._resume_step = int(state.get("step", 0))
         self._pending = [batch.to(device) for batch in state["pending"]]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.steps_per_epoch is None:
-            yield from self._new_pass()
-            return
-        for _ in range(self.steps_per_epoch):
+        # One pass per epoch is the case steps_per_epoch = the pass's length; both keep the rest of the pass in
+        # `_pending`, so a state saved between two steps continues on the same batches.
+        self.step, self._resume_step = self._resume_step, 0
+        if self.step == 0 and self.steps_per_epoch is None:
+            self._pending = []  # a new epoch is a new pass
+        while self.step < len(self):
             if not self._pending:
                 self._pending = self._new_pass()
+            self.step += 1
             yield self._pending.pop(0)
+        self.step = 0
 
 
 class BatchLoader:
@@ -130,6 +140,14 @@ class BatchLoader:
             with a generator and `steps_per_epoch`; None = exactly one pass per epoch.
         channels_last: return inputs in channels_last memory format.
         seed: seed of the shuffle and augmentation generator.
+        rank: this process's rank in a data-parallel run; each batch of `batch_size` indices is drawn as in one
+            process, then split by rank (every world_size-th index from position `rank`).
+        world_size: processes sharing each batch; 1 = the whole batch here.
+        augment_seed: give the augmentation its own generator with this seed (each rank of a distributed run
+            draws its own, reproducibly, while the shuffles stay shared); None = the shuffle generator draws it.
+
+    Attributes:
+        global_batch_size: images in the latest batch over all ranks (this rank got its share of them).
     """
 
     def __init__(
@@ -143,6 +161,9 @@ class BatchLoader:
         steps_per_epoch: int | None = None,
         channels_last: bool = False,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment_seed: int | None = None,
     ) -> None:
         if len(split) == 0:
             raise ValueError("cannot load batches from an empty split")
@@ -150,6 +171,12 @@ class BatchLoader:
         self.normalization = normalization
         self.generator = torch.Generator(device=split.images.device)
         self.generator.manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
+        self.global_batch_size = 0
+        self.augment_generator = self.generator
+        if augment_seed is not None:
+            self.augment_generator = torch.Generator(device=split.images.device)
+            self.augment_generator.manual_seed(augment_seed)
         self.indices = BatchIndices(len(split), batch_size, self.generator, shuffle=shuffle,
                                     steps_per_epoch=steps_per_epoch)  # fmt: skip
         # Alternating flip (Jordan 2024): each image is mirrored in every other pass, starting from a random half,
@@ -165,24 +192,37 @@ class BatchLoader:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def step(self) -> int:
+        """Batches of the current epoch already drawn (0 between epochs)."""
+        return self.indices.step
+
     def state_dict(self) -> dict[str, Any]:
         """The shuffle and augmentation state, for resuming (see BatchIndices.state_dict)."""
-        return {**self.indices.state_dict(), "flip_first": None if self.flip_first is None else self.flip_first.cpu()}
+        state = {**self.indices.state_dict(), "flip_first": None if self.flip_first is None else self.flip_first.cpu()}
+        if self.augment_generator is not self.generator:
+            state["augment_generator"] = self.augment_generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict()`."""
         self.indices.load_state_dict(state)
         if self.flip_first is not None:
             self.flip_first = state["flip_first"].to(self.flip_first.device)
+        if self.augment_generator is not self.generator:
+            self.augment_generator.set_state(state["augment_generator"])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for index in self.indices:
+            self.global_batch_size = len(index)
+            if self.world_size > 1:
+                index = index[self.rank :: self.world_size]
             pixels = self.split.images[index].float()  # (B, 3, H, W) in [0, 255]
             if self.flip_first is not None:  # the batch belongs to the latest pass
                 flip = self.flip_first[index] ^ (self.indices.passes % 2 == 0)
                 pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
             if self.augmenter is not None:
-                pixels = self.augmenter(pixels, self.generator)
+                pixels = self.augmenter(pixels, self.augment_generator)
             if self.resize_to is not None and self.resize_to != pixels.shape[-1]:
                 size = (self.resize_to, self.resize_to)
                 pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,11 +24,13 @@ class EvalResult:
         loss: mean cross-entropy.
         accuracy: fraction of correct top-1 predictions, in [0, 1].
         confusion: (K, K) int64 counts; rows are true classes, columns predicted ones.
+        probabilities: (N, K) float32 softmax of the outputs, on the CPU, in split order (None if not kept).
     """
 
     loss: float
     accuracy: float
     confusion: torch.Tensor
+    probabilities: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -101,4 +103,9 @@ def evaluate_model(
     loss = F.cross_entropy(logits, split.labels).item()
     predictions = logits.argmax(dim=1)
     accuracy = (predictions == split.labels).float().mean().item()
-    return EvalResult(loss=loss, accuracy=accuracy, confusion=confusion_matrix(predictions, split.labels, num_classes))
+    return EvalResult(
+        loss=loss,
+        accuracy=accuracy,
+        confusion=confusion_matrix(predictions, split.labels, num_classes),
+        probabilities=logits.softmax(dim=1).cpu(),
+    )

@@ -4,6 +4,9 @@ Keras semantics kept: 3x3 'same' convolutions with ReLU, 2x2 max-pooling, Dropou
 BatchNormalization (momentum 0.99 in Keras = 0.01 in PyTorch, epsilon 1e-3), glorot-uniform kernels
 and zero biases, Flatten in channels-last (H, W, C) order, and a Dense(10) softmax output. The model
 returns logits: softmax lives in the loss (cross-entropy) and in `predict`, which is the same function.
+
+Speed, same function: Dropout draws hashed masks (`fast_dropout`), and in training each block's max-pool, ReLU,
+Dropout and BatchNorm run as one fused chain (`pool_chain`); `set_fusion(model, False)` runs them one by one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cifarlab.models.fast_dropout import Dropout
+from cifarlab.models.pool_chain import pool_chain
 from cifarlab.models.registry import register_model
 
 KERAS_BN_MOMENTUM = 0.01  # Keras momentum=0.99 weights the old statistic; PyTorch's momentum weights the new one
@@ -24,6 +29,53 @@ class ChannelsLastFlatten(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return x.permute(0, 2, 3, 1).flatten(1)
+
+
+class KerasFeatures(nn.Sequential):
+    """The conv blocks: an `nn.Sequential` (same layers, same state_dict keys) with fused pooling chains.
+
+    While `fuse` is True each block's MaxPool2d -> ReLU -> [Dropout] -> [BatchNorm2d] runs through `pool_chain`.
+    """
+
+    fuse: bool = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            chain = self._chain_at(layers, i) if self.fuse else None
+            if chain is None:
+                x = layers[i](x)
+                i += 1
+                continue
+            pool, dropout, norm, i = chain
+            x = pool_chain(x, pool, dropout, norm)
+        return x
+
+    @staticmethod
+    def _chain_at(layers: list[nn.Module], i: int) -> tuple[nn.Module, nn.Module | None, nn.Module | None, int] | None:
+        """(pool, dropout, norm, index after the chain) when layers[i:] start with MaxPool2d, ReLU; else None."""
+        if not (isinstance(layers[i], nn.MaxPool2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)):
+            return None
+        pool, i = layers[i], i + 2
+        dropout = norm = None
+        if i < len(layers) and isinstance(layers[i], Dropout):
+            dropout, i = layers[i], i + 1
+        if i < len(layers) and isinstance(layers[i], nn.BatchNorm2d):
+            norm, i = layers[i], i + 1
+        return pool, dropout, norm, i
+
+
+def set_fusion(model: nn.Module, fuse: bool) -> int:
+    """Run the Keras CNNs' pool/ReLU/Dropout/BatchNorm chains fused (True) or module by module (False).
+
+    Returns:
+        how many feature stacks were switched.
+    """
+    stacks = [m for m in model.modules() if isinstance(m, KerasFeatures)]
+    for stack in stacks:
+        stack.fuse = fuse
+    return len(stacks)
 
 
 class KerasCNN(nn.Module):
@@ -67,7 +119,7 @@ class KerasCNN(nn.Module):
             layers += self._regularizers(nn.BatchNorm2d, channels, dropout, batchnorm)
         if side < 1:
             raise ValueError(f"image size {image_size} is too small for {len(blocks)} pooling blocks")
-        self.features = nn.Sequential(*layers)
+        self.features = KerasFeatures(*layers)
         self.flatten = ChannelsLastFlatten()
         neck: list[nn.Module] = []
         width = channels * side * side
@@ -85,7 +137,7 @@ class KerasCNN(nn.Module):
         """Dropout then BatchNormalization, the seed's order."""
         layers: list[nn.Module] = []
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         if batchnorm:
             layers.append(norm(width, eps=KERAS_BN_EPSILON, momentum=KERAS_BN_MOMENTUM))
         return layers

@@ -33,7 +33,7 @@ def unknown_name_message(kind: str, name: str, known: list[str], command: str) -
     """The error text for an unknown registry name, with the closest matches."""
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"unknown {kind} '{name}'{hint} (see 'cifarlab {command}')"
+    return f"unknown {kind} {name!r}{hint} (see 'cifarlab {command}')"
 
 
 def create_model(name: str, **overrides: object) -> nn.Module:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarlab.models.fast_dropout import Dropout
 from cifarlab.models.registry import create_model, register_model
 
 BatchNormMode = Literal["frozen", "train"]
@@ -55,7 +56,7 @@ class TransferNet(nn.Module):
         for units in hidden:
             layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             width = units
         self.neck = nn.Sequential(*layers)
         self.head = nn.Linear(width, num_classes)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cifarlab import __version__
@@ -26,10 +25,13 @@ from cifarlab.training.device import (
     resolve_precision,
     seed_everything,
 )
+from cifarlab.training.distributed import init_from_env
 from cifarlab.training.ema import WeightAverage
 from cifarlab.training.history import History
+from cifarlab.training.losses import training_loss
 from cifarlab.training.resume import RESUME_NAME, save_resume_state
 from cifarlab.training.schedules import build_optimizer, build_scheduler
+from cifarlab.training.signals import StopRequests, TrainingStopped
 
 LOG_EVERY_STEPS = 10  # how often the progress bar reads the running loss (each read syncs a GPU)
 
@@ -60,7 +62,11 @@ class Trainer:
         self.config = config
         self.recipe = config.train
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = resolve_device(config.device)
+        self.dist = init_from_env(config.device)  # one process alone, or a rank of a torchrun job
+        if self.dist.enabled and config.transfer.backbone is not None:
+            raise ValueError("transfer runs (--backbone) train in one process only; drop --nproc / torchrun")
+        self.writes = self.run_dir is not None and self.dist.is_main  # rank 0 alone writes the run directory
+        self.device = self.dist.device(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
         flush_denormals(self.device)
         self.notes: list[str] = list(dataset.notes)
@@ -79,9 +85,11 @@ class Trainer:
             self.normalization = Normalization()
         self.model_kwargs = {"num_classes": len(self.class_names), "image_size": self.image_size}
         self.model = self.build_model().to(self.device)
-        if hasattr(self.model, "init_from_data"):  # e.g. whitening filters from the training images' statistics
+        if hasattr(self.model, "init_from_data") and self.dist.is_main:  # e.g. whitening filters from the data
             sample = self.train_split.images[: self.recipe.eval_batch_size * 5]
             self.model.init_from_data(self.normalization(sample.float()))
+        if self.dist.enabled:
+            self._share_model_init()
         self.low_res_size: int | None = None  # progressive resizing: the early epochs' image side
         if self.recipe.low_res_size and self.recipe.low_res_size < self.image_size:
             self._check_accepts_size(self.recipe.low_res_size)
@@ -94,7 +102,7 @@ class Trainer:
                              "(only AirNet models do)")  # fmt: skip
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.forward_model = self._wrap()
         self.train_loader = BatchLoader(
             self.train_split,
             self.recipe.batch_size,
@@ -104,6 +112,9 @@ class Trainer:
             steps_per_epoch=self.recipe.steps_per_epoch,
             channels_last=config.channels_last,
             seed=config.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            augment_seed=self.dist.rank_seed(config.seed, stream=1) if self.dist.enabled else None,
         )
         self.optimizer = build_optimizer(self.model, self.recipe)
         self.scheduler = build_scheduler(self.optimizer, self.recipe, len(self.train_loader))
@@ -111,10 +122,32 @@ class Trainer:
         self.history = History()
         self.epoch = 0
         self.stop_training = False
+        self.stop_requests = StopRequests()  # SIGTERM/SIGINT while fitting: save at the next step, then stop
+        self._partial: dict[str, Any] | None = None  # progress through the current epoch, when saved mid-epoch
         self.recipe_callbacks = self._recipe_callbacks()
         self.callbacks = self.recipe_callbacks + list(callbacks or [])
         for callback in self.callbacks:
             callback.set_trainer(self)
+
+    def _share_model_init(self) -> None:
+        """Distributed: every rank starts from rank 0's weights and whitening filters, then draws its own dropout."""
+        if self.config.sync_bn:
+            if self.device.type != "cuda":
+                raise ValueError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA devices only; on the CPU each "
+                                 "rank keeps its own BatchNorm statistics (drop --sync-bn)")  # fmt: skip
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.dist.broadcast_module(self.model)
+        if len(self.train_split) % self.recipe.batch_size and len(self.train_split) % self.recipe.batch_size < (
+            self.dist.world_size
+        ):
+            raise ValueError(f"the last batch of each pass has {len(self.train_split) % self.recipe.batch_size} "
+                             f"images, fewer than the {self.dist.world_size} ranks; change --batch-size")  # fmt: skip
+        torch.manual_seed(self.dist.rank_seed(self.config.seed, stream=0))
+
+    def _wrap(self) -> torch.nn.Module:
+        """What train_step runs: the model, as DistributedDataParallel on several ranks, compiled if asked."""
+        model = self.dist.wrap(self.model)
+        return torch.compile(model) if self.config.compile else model
 
     def build_model(self) -> torch.nn.Module:
         """The network to train: the registered `config.model` (a subclass may build another, e.g. for transfer)."""
@@ -143,7 +176,7 @@ class Trainer:
             return []
         callbacks: list[Callback] = []
         if self.recipe.checkpoint_best:
-            path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
+            path = self.run_dir / CHECKPOINT_NAME if self.writes else None
             callbacks.append(ModelCheckpoint(path, monitor="val_accuracy", save_best_only=True))
         for monitor in self.recipe.early_stopping:
             callbacks.append(EarlyStopping(monitor, patience=self.recipe.patience, restore_best_weights=True))
@@ -151,7 +184,7 @@ class Trainer:
 
     def log(self, message: str) -> None:
         """Print a line between progress bars (nothing in quiet mode)."""
-        if not self.config.quiet:
+        if not self.config.quiet and self.dist.is_main:
             tqdm.write(message)
 
     def fit(self) -> History:
@@ -165,60 +198,103 @@ class Trainer:
             self.log(f"note: {note}")
         for callback in self.callbacks:
             callback.on_train_begin()
-        while self.epoch < self.recipe.epochs and not self.stop_training:
-            self.epoch += 1
-            started = time.perf_counter()
-            logs = self._train_epoch()
-            if self.val_split is not None:
-                val = self.evaluate(self.val_split)
-                logs.update(val_loss=val.loss, val_accuracy=val.accuracy)
-            logs.update(epoch=self.epoch, seconds=time.perf_counter() - started)
-            self.history.append(logs)
-            if self.run_dir is not None:
-                self.history.to_csv(self.run_dir / "history.csv")
-            self.log(_epoch_line(self.epoch, self.recipe.epochs, logs))
-            for callback in self.callbacks:
-                callback.on_epoch_end(self.epoch, logs)
-            if self.run_dir is not None:
-                save_resume_state(self.run_dir / RESUME_NAME, self.state_dict())
-        if self.ema is not None:  # the run's final weights are the average
+        self.stop_requests.announce = self.dist.is_main
+        with self.stop_requests:
+            while self.epoch < self.recipe.epochs and not self.stop_training:
+                self.epoch += 1
+                started = time.perf_counter() - (self._partial["seconds"] if self._partial else 0.0)
+                logs = self._train_epoch()
+                self.dist.broadcast_module(self.model)  # per-rank BatchNorm statistics: evaluate rank 0's
+                if self.val_split is not None:
+                    val = self.evaluate(self.val_split)
+                    logs.update(val_loss=val.loss, val_accuracy=val.accuracy)
+                logs.update(epoch=self.epoch, seconds=time.perf_counter() - started)
+                self.history.append(logs)
+                if self.writes:
+                    self.history.to_csv(self.run_dir / "history.csv")
+                self.log(_epoch_line(self.epoch, self.recipe.epochs, logs))
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self.epoch, logs)
+                self._save_resume()
+                self._stop_if_asked()
+        if self.ema is not None:  # the run's final weights are the average (rank 0's, BatchNorm statistics too)
+            self.dist.broadcast_(self.ema.state_dict()["average"])
             self.ema.copy_to(self.model)
         for callback in self.callbacks:
             callback.on_train_end()
         return self.history
 
     def _train_epoch(self) -> dict[str, float]:
-        """One epoch of optimiser steps; returns the epoch's mean loss and accuracy and its peak lr."""
+        """One epoch of optimiser steps; returns the epoch's mean loss and accuracy and its peak lr.
+
+        A state saved mid-epoch (`--save-every-steps`, or a stop asked by a signal) continues on the same batches.
+        """
         self.model.train()
         low_res = self.epoch <= self.recipe.low_res_epochs
         self.train_loader.resize_to = self.low_res_size if low_res else None
         if self.recipe.whiten_bias_epochs:  # once frozen, no gradient has to reach the first layers' inputs
-            self.model.whiten.bias.requires_grad_(self.epoch <= self.recipe.whiten_bias_epochs)
+            trainable = self.epoch <= self.recipe.whiten_bias_epochs
+            if self.dist.enabled and self.model.whiten.bias.requires_grad != trainable:
+                self.model.whiten.bias.requires_grad_(trainable)
+                self.forward_model = self._wrap()  # DDP fixes the set of gradients it reduces when it is built
+            self.model.whiten.bias.requires_grad_(trainable)
+        partial, self._partial = self._partial, None
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
+        if partial is not None:
+            loss_sum, correct = partial["loss_sum"].to(self.device), partial["correct"].to(self.device)
+            seen, lr = partial["seen"], partial["lr"]
+        started = time.perf_counter() - (partial["seconds"] if partial else 0.0)
+        first = self.train_loader.indices.step + 1  # > 1 when resuming mid-epoch
         bar = tqdm(
             total=len(self.train_loader),
+            initial=first - 1,
             desc=f"Epoch {self.epoch}/{self.recipe.epochs}",
             unit="step",
             leave=False,
-            disable=self.config.quiet,
+            disable=self.config.quiet or not self.dist.is_main,
             dynamic_ncols=True,
         )
-        for step, (inputs, labels) in enumerate(self.train_loader, start=1):
+        every = self.config.save_every_steps
+        for step, (inputs, labels) in enumerate(self.train_loader, start=first):
             loss, logits = self.train_step(inputs, labels)
             loss_sum += loss * len(labels)
             correct += (logits.argmax(dim=1) == labels).sum()
             seen += len(labels)
-            batch_logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            batch_logs = {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
             for callback in self.callbacks:
                 callback.on_train_batch_end(step, batch_logs)
             bar.update(1)
-            if step % LOG_EVERY_STEPS == 0 and not self.config.quiet:
+            if step % LOG_EVERY_STEPS == 0 and not self.config.quiet and self.dist.is_main:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
+            stop = self.dist.max(self.stop_requests.signum or 0)  # the ranks agree on where to stop
+            if step < len(self.train_loader) and (stop or (every and step % every == 0)):
+                self._partial = {"loss_sum": loss_sum.detach().cpu(), "correct": correct.cpu(), "seen": seen,
+                                 "lr": lr, "seconds": time.perf_counter() - started}  # fmt: skip
+                self._save_resume()
+                if stop:
+                    raise TrainingStopped(stop)
+                self._partial = None
         bar.close()
-        return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen, "lr": lr}
+        totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, dtype=torch.float64,
+                                                                                 device=self.device)])  # fmt: skip
+        self.dist.all_reduce_sum([totals])  # the epoch's figures over every rank's share
+        return {"loss": totals[0].item() / totals[2].item(), "accuracy": totals[1].item() / totals[2].item(), "lr": lr}
+
+    def _save_resume(self) -> None:
+        """Write resume.pt (rank 0); every rank takes part, since the state holds each rank's random streams."""
+        if self.writes or self.dist.enabled:
+            state = self.state_dict()
+            if self.writes:
+                save_resume_state(self.run_dir / RESUME_NAME, state)
+
+    def _stop_if_asked(self) -> None:
+        """Raise TrainingStopped when a signal asked any rank to stop (the state is saved by then)."""
+        signum = self.dist.max(self.stop_requests.signum or 0)
+        if signum:
+            raise TrainingStopped(signum)
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a batch; returns the (detached) loss and logits, still on the device.
@@ -227,9 +303,12 @@ class Trainer:
         """
         with autocast(self.device, self.precision):
             logits = self.forward_model(inputs)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
+        loss = training_loss(logits, labels, self.recipe)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.dist.enabled:  # DDP averages the ranks' gradients: weigh each share so the step is the batch mean's
+            (loss * (len(labels) * self.dist.world_size / self.train_loader.global_batch_size)).backward()
+        else:
+            loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
@@ -237,10 +316,21 @@ class Trainer:
         return loss.detach(), logits.detach()
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training exactly where the last epoch ended (see `training.resume`)."""
+        """Everything needed to continue training exactly where it stands (see `training.resume`).
+
+        That is the end of the last epoch, or a step inside the current one (`partial`). A distributed run also
+        keeps every rank's own random streams (`ranks`); a collective: every rank must call it.
+        """
         cuda = self.device.type == "cuda"
+        own = {
+            "loader": self.train_loader.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if cuda else None},
+        }
         return {
-            "epoch": self.epoch,
+            "world_size": self.dist.world_size,
+            "partial": self._partial,
+            "ranks": self.dist.gather(own) if self.dist.enabled else None,
+            "epoch": self.epoch - 1 if self._partial is not None else self.epoch,  # epochs complete
             "stop_training": self.stop_training,
             "history": self.history.history,
             "model": self.model.state_dict(),
@@ -248,8 +338,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "callbacks": [callback.state_dict() for callback in self.recipe_callbacks],
-            "loader": self.train_loader.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else None},
+            **own,  # this rank's streams (rank 0's in a distributed run: `ranks` has them all)
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -260,6 +349,11 @@ class Trainer:
         """
         if state["epoch"] > self.recipe.epochs:
             raise ValueError(f"the saved state is at epoch {state['epoch']}, past this recipe's {self.recipe.epochs}")
+        world_size = int(state.get("world_size", 1))
+        if world_size != self.dist.world_size:
+            raise ValueError(f"the run trained as {world_size} process(es) and this is {self.dist.world_size}: resume "
+                             f"it with as many (cifarlab train --resume RUN_DIR --nproc {world_size}, or "
+                             "torchrun with as many processes in all)")  # fmt: skip
         load_state(self.model, state["model"], "the resume file")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -267,25 +361,39 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         for callback, callback_state in zip(self.recipe_callbacks, state["callbacks"], strict=True):
             callback.load_state_dict(callback_state)
-        self.train_loader.load_state_dict(state["loader"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        own = state["ranks"][self.dist.rank] if self.dist.enabled else state  # this rank's random streams
+        self.train_loader.load_state_dict(own["loader"])
+        torch.set_rng_state(own["rng"]["torch"])
+        cuda_rng = own["rng"]["cuda"]
+        if self.device.type == "cuda" and cuda_rng is not None:
+            if isinstance(cuda_rng, list):  # written before states were per device
+                torch.cuda.set_rng_state_all(cuda_rng)
+            else:
+                torch.cuda.set_rng_state(cuda_rng, self.device)
+        self._partial = state.get("partial")
         self.history.history = {key: list(values) for key, values in state["history"].items()}
         self.epoch = int(state["epoch"])
         self.stop_training = bool(state["stop_training"])
 
     def evaluate(self, split: Any, tta: int = 0) -> EvalResult:
-        """Loss, accuracy and confusion matrix of the current model on a split, with `tta` views (see TTA)."""
-        return evaluate_model(
-            TTA(self.forward_model, tta),
-            split.to(self.device),
-            self.normalization,
-            len(self.class_names),
-            batch_size=self.recipe.eval_batch_size,
-            precision=self.precision,
-            channels_last=self.config.channels_last,
-        )
+        """Loss, accuracy and confusion matrix of the current model on a split, with `tta` views (see TTA).
+
+        On several ranks each evaluates its shard of the split and the results are summed (a collective).
+        """
+        model = TTA(self.model if self.dist.enabled else self.forward_model, tta)  # DDP's forward is for training
+
+        def run(part: Any) -> EvalResult:
+            return evaluate_model(
+                model,
+                part.to(self.device),
+                self.normalization,
+                len(self.class_names),
+                batch_size=self.recipe.eval_batch_size,
+                precision=self.precision,
+                channels_last=self.config.channels_last,
+            )
+
+        return self.dist.evaluate(run, split, len(self.class_names)) if self.dist.enabled else run(split)
 
     def restore_best(self) -> int | None:
         """Load the best-val_accuracy weights a ModelCheckpoint kept; returns that epoch, or None."""
@@ -314,7 +422,9 @@ class Trainer:
         }
 
     def save_model(self, path: str | Path, metrics: dict[str, Any] | None = None, epoch: int | None = None) -> Path:
-        """Write the current weights and their metadata as a checkpoint (atomically)."""
+        """Write the current weights and their metadata as a checkpoint (atomically; rank 0 only)."""
+        if not self.dist.is_main:
+            return Path(path)
         return save_checkpoint(path, self.model, self.checkpoint_meta(metrics, epoch))
 
 

@@ -5,7 +5,8 @@ A frozen backbone maps each image to the same vector at every epoch, so, as the 
 cache file is keyed by everything the vectors depend on: the backbone's architecture and weights, the images
 and labels, the input size, the normalisation, and the device type, precision and memory format (numerics).
 Anything else changed, and the key changes with it. Files live in `$CIFARLAB_HOME/features/` and are written
-atomically as safetensors; delete the folder at any time to reclaim the space.
+atomically as safetensors whose header holds the key and the arrays' sha256, so a stale or damaged file is
+deleted and computed again (`_io.read_cache`); `cifarlab cache --prune` deletes the ones not used for a while.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from cifarlab._download import cache_home
-from cifarlab._io import write_with
+from cifarlab._io import read_cache, write_cache
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import BatchIndices, Normalization
 from cifarlab.evaluation.metrics import EvalResult, confusion_matrix, predict_logits
@@ -117,7 +118,7 @@ def cached_features(
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:40]
     path = Path(cache_dir) if cache_dir is not None else cache_home()
     path = path / "features" / f"{digest}.safetensors"
-    features = _read_cache(path, split)
+    features = _read_cache(path, key, split)
     if features is not None:
         return features.to(device), True
     # the backbone's features, batch by batch in inference mode, as any prediction
@@ -125,25 +126,25 @@ def cached_features(
         net, split, normalization, batch_size=batch_size, precision=precision, channels_last=channels_last,
         forward=net.extract, desc=desc, progress=progress,
     )  # fmt: skip
-    tensors = {"features": features.cpu().contiguous(), "labels": split.labels.cpu().contiguous()}
-    write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata={"key": json.dumps(key)}))
+    arrays = {"features": features.float().cpu().numpy(), "labels": split.labels.cpu().numpy()}
+    try:
+        write_cache(path, arrays, key)
+    except OSError as error:  # the features are fine; only the next run computes them again
+        warnings.warn(f"could not write the feature cache {path} ({error}); set $CIFARLAB_HOME to a writable "
+                      "folder", stacklevel=2)  # fmt: skip
     return features, False
 
 
-def _read_cache(path: Path, split: Split) -> torch.Tensor | None:
-    """Cached features for `split`, or None when missing; a file that does not fit is deleted."""
-    if not path.is_file():
-        return None
-    try:
-        tensors = load_file(str(path))
-        features, labels = tensors["features"], tensors["labels"]
-        if features.ndim != 2 or len(features) != len(split) or not torch.equal(labels, split.labels.cpu()):
+def _read_cache(path: Path, key: dict[str, Any], split: Split) -> torch.Tensor | None:
+    """Cached features for `split`, or None when missing; a stale, damaged or ill-fitting file is deleted."""
+
+    def check(arrays: dict[str, np.ndarray]) -> None:
+        features, labels = arrays["features"], arrays["labels"]
+        if features.ndim != 2 or len(features) != len(split) or not np.array_equal(labels, split.labels.cpu().numpy()):
             raise ValueError(f"holds {tuple(features.shape)} features for {len(split)} images")
-        return features
-    except Exception as error:  # a foreign or damaged file can fail in many ways
-        warnings.warn(f"deleting unusable feature cache {path} ({error}); computing again", stacklevel=3)
-        path.unlink(missing_ok=True)
-        return None
+
+    arrays = read_cache(path, key, check=check)
+    return torch.from_numpy(arrays["features"]) if arrays is not None else None
 
 
 class FeatureLoader:
@@ -191,4 +192,5 @@ def evaluate_features(
         loss=F.cross_entropy(logits, split.labels).item(),
         accuracy=(predictions == split.labels).float().mean().item(),
         confusion=confusion_matrix(predictions, split.labels, num_classes),
+        probabilities=logits.softmax(dim=1).cpu(),
     )

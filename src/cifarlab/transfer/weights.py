@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from cifarlab._download import cache_home, download
+from cifarlab._io import error_gist
 from cifarlab.data.loader import Normalization
 from cifarlab.models.vgg import IMAGENET_MEAN, IMAGENET_STD, vgg16
 
@@ -90,8 +91,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = _torch_load(path)
     except Exception as error:  # a foreign or corrupt file fails in many ways (zip, pickle, safetensors, OS)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable weights file ({reason})") from None
+        raise ValueError(f"{path} is not a readable weights file ({error_gist(error)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a training checkpoint that wraps its state dict
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

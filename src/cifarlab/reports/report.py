@@ -1,0 +1,299 @@
+"""report.html: one self-contained page that shows what a run did, where its model fails and how well calibrated it is.
+
+Built from the files the run saved (config.json, metrics.json, history.csv, predictions.npz) and, for the grid of
+mistakes, the test images of its data source; the model never runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cifarlab._io import write_text
+from cifarlab.reports import figures
+from cifarlab.reports.calibration import (
+    ECE_BINS,
+    GUO_2017_CIFAR10_ECE,
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from cifarlab.reports.html import esc, img, key_values, page, section, table
+from cifarlab.reports.run_files import PREDICTIONS_NAME, SavedRun, load_run
+
+if TYPE_CHECKING:
+    from cifarlab.training.trainer import Trainer
+
+REPORT_NAME = "report.html"
+MISTAKES_SHOWN = 32
+CONFUSED_PAIRS_SHOWN = 8
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    out: str | Path | None = None,
+    test_images: Any = None,
+) -> Path:
+    """Write a run's report.html (by default into the run directory) and return its path.
+
+    Args:
+        run_dir: a finished run directory.
+        data: where the run's test images are now, when they moved (a folder, or 'cifar10'); default: the
+            run's own data source. Only the grid of mistakes needs them.
+        out: the HTML file to write (default `run_dir/report.html`).
+        test_images: the run's test split's images, (N, 3, H, W) uint8, when the caller has them in memory.
+
+    Raises:
+        FileNotFoundError: if `run_dir` is not a finished run.
+        ValueError: if one of its files is unreadable.
+    """
+    run = load_run(run_dir)
+    path = Path(out) if out is not None else run.run_dir / REPORT_NAME
+    write_text(path, render_report(run, data=data, test_images=test_images))
+    return path
+
+
+def finish_run(trainer: Trainer, run_dir: Path) -> None:
+    """At the end of a run: write report.html, then let the trackers (`on_run_saved`) log the run's files.
+
+    Training is over and its results are saved by then, so a failure here prints a note instead of failing the run.
+    """
+    try:
+        write_report(run_dir, test_images=trainer.test_split.images)
+    except Exception as error:  # the run is saved; `cifarlab report` can try again
+        trainer.log(f"note: report.html not written ({type(error).__name__}: {error}); "
+                    f"try again with: cifarlab report {run_dir}")  # fmt: skip
+    for callback in trainer.callbacks:
+        if hasattr(callback, "on_run_saved"):
+            callback.on_run_saved(run_dir)
+
+
+def render_report(run: SavedRun, *, data: str | None = None, test_images: Any = None) -> str:
+    """The report of a run as an HTML string (see `write_report`)."""
+    predictions = run.predictions
+    sections = [
+        section("what-ran", "What ran", _what_ran(run)),
+        section("result", "Result", _result(run)),
+        section("curves", "Training curves", _curves(run)),
+        section("classes", "Per-class accuracy and confusion matrix", _classes(run)),
+        section("mistakes", "Most confident mistakes", _mistakes(run, predictions, data, test_images)),
+        section("calibration", "Calibration", _calibration(run, predictions)),
+        section("config", "Config and notes", _config(run)),
+    ]
+    title = f"cifarlab report: {run.label}"
+    return page(title, f"{run.run_dir} - finished {run.finished_at}", sections)
+
+
+def _curves(run: SavedRun) -> str:
+    png = figures.curves_png(run.history, run.metrics.get("best_epoch"))
+    return img(png, "loss, accuracy and learning rate per epoch")
+
+
+def _what_ran(run: SavedRun) -> str:
+    record, dataset = run.record, run.record.get("dataset", {})
+    params = run.params
+    counts = (
+        f"{params['total']:,} total, {params['trainable']:,} trainable, {params['non_trainable']:,} non-trainable"
+        if params
+        else "unknown"
+    )
+    speed = run.images_per_second
+    minutes, seconds = divmod(round(run.train_seconds), 60)
+    scale = run.scale
+    rows = [
+        ("preset", run.config.preset + (f" (epochs scaled x{scale:.3g})" if run.label != run.config.preset else "")),
+        ("model", run.config.model),
+        ("parameters (Keras-style)", counts),
+        ("data source", dataset.get("source", run.config.data.source)),
+        (
+            "split sizes",
+            f"train {dataset.get('train', '?')}, val {dataset.get('val', '?')}, test {dataset.get('test', '?')}",
+        ),
+        ("classes", ", ".join(run.class_names)),
+        ("device, precision", f"{record.get('device', '?')}, {record.get('precision', '?')}"),
+        ("versions", _versions(record)),
+        ("git revision", record.get("git_revision") or "unknown (not run from a git checkout)"),
+        ("finished", run.finished_at),
+        ("training time", f"{minutes}m{seconds:02d}s over {run.epochs_run} epochs (each epoch's validation included)"),
+        ("training speed", f"{speed:,.0f} images/s" if speed else "unknown"),
+        ("seed", run.config.seed),
+    ]
+    return key_values(rows)
+
+
+def _versions(record: dict[str, Any]) -> str:
+    names = ("cifarlab", "torch", "python")
+    return ", ".join(f"{name} {record.get(f'{name}_version', '?')}" for name in names)
+
+
+def _result(run: SavedRun) -> str:
+    metrics = run.metrics
+    accuracy = metrics["test_accuracy"]
+    tta = run.config.train.tta
+    how = ["without test-time augmentation", "with TTA: mirror", "with TTA: mirror and 1-pixel shifts"][tta]
+    best = metrics.get("best_epoch")
+    rows = [
+        ("test accuracy", f"{accuracy:.4f} ({how})"),
+        ("test loss", f"{metrics['test']['loss']:.4f}"),
+        ("epochs run", f"{run.epochs_run} of {run.epochs_planned}"),
+        ("best epoch", f"{best} (val_accuracy {run.best_val_accuracy:.4f}, val_loss {metrics['val_loss']:.4f}); "
+                       "the saved model and the test figures are this epoch's" if best else
+                       "none kept (no validation split or no checkpoint callback): the last epoch's weights"),
+        ("last epoch", _last_epoch(run)),
+        ("why training stopped", metrics.get("stopped", "not recorded (a run saved before runs recorded it)")),
+    ]  # fmt: skip
+    seed = run.seed_accuracy
+    if seed is not None:
+        rows.append(("the seed's accuracy", f"{seed:.2f} % (ours {accuracy * 100 - seed:+.2f} points)"))
+    return f'<p class="result">&gt; {accuracy * 100:.3f}</p>' + key_values(rows)
+
+
+def _last_epoch(run: SavedRun) -> str:
+    h = run.history.history
+    if not len(run.history):
+        return "no epochs"
+    parts = [f"epoch {int(h['epoch'][-1])}: loss {h['loss'][-1]:.4f}, accuracy {h['accuracy'][-1]:.4f}"]
+    if h["val_accuracy"][-1] == h["val_accuracy"][-1]:
+        parts.append(f"val_loss {h['val_loss'][-1]:.4f}, val_accuracy {h['val_accuracy'][-1]:.4f}")
+    return ", ".join(parts)
+
+
+def _classes(run: SavedRun) -> str:
+    test = run.metrics["test"]
+    names = run.class_names
+    per_class = [float(test["per_class_accuracy"][name]) for name in names]
+    per_class = [math.nan if v is None else v for v in per_class]
+    confusion = np.asarray(test["confusion_matrix"], dtype=np.int64)
+    rows = []
+    for i, j in _confused_pairs(confusion)[:CONFUSED_PAIRS_SHOWN]:
+        rows.append((f"{names[i]} / {names[j]}", confusion[i, j] + confusion[j, i],
+                     f"{names[i]} taken for {names[j]}: {confusion[i, j]}", f"{names[j]} taken for {names[i]}: "
+                     f"{confusion[j, i]}"))  # fmt: skip
+    pairs = (
+        "<h3>Most confused pairs of classes</h3>" + table(("pair", "mistakes", "one way", "the other way"), rows)
+        if rows
+        else "<p>No two classes were confused.</p>"
+    )
+    return (
+        '<div class="row"><div>'
+        + img(figures.per_class_png(names, per_class), "per-class accuracy")
+        + "</div><div>"
+        + img(figures.confusion_png(confusion, names), "confusion matrix")
+        + "</div></div>"
+        + pairs
+    )
+
+
+def _confused_pairs(confusion: np.ndarray) -> list[tuple[int, int]]:
+    """Unordered pairs of classes by mistakes in both directions, most first (pairs without mistakes left out)."""
+    k = len(confusion)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k) if confusion[i, j] + confusion[j, i] > 0]
+    return sorted(pairs, key=lambda p: -(confusion[p[0], p[1]] + confusion[p[1], p[0]]))
+
+
+def _mistakes(run: SavedRun, predictions: dict[str, np.ndarray] | None, data: str | None, test_images: Any) -> str:
+    if predictions is None:
+        return _missing(f"{PREDICTIONS_NAME} is missing (the run was saved before runs kept their predictions), so "
+                        "the mistakes cannot be shown; the confused pairs above come from metrics.json")  # fmt: skip
+    probabilities, labels, index = (predictions[k] for k in ("test_probabilities", "test_labels", "test_index"))
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    if len(wrong) == 0:
+        return "<p>The model made no mistake on the test split.</p>"
+    shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
+    intro = (f"<p>The {len(shown)} test images the model got wrong with the highest confidence, of {len(wrong)} "
+             "mistakes (upscaled 3x, nearest-neighbour).</p>")  # fmt: skip
+    images, problem = _load_test_images(run, data, test_images, labels, index)
+    names = run.class_names
+    if images is None:
+        rows = [(int(index[i]), names[labels[i]], names[predicted[i]], f"{confidence[i]:.3f}") for i in shown]
+        return intro + _missing(problem) + table(("test index", "true", "predicted", "probability"), rows)
+    cells = []
+    for i in shown:
+        caption = (f'<span>true: {esc(names[labels[i]])}</span><br><span class="wrong">predicted: '
+                   f"{esc(names[predicted[i]])} {confidence[i]:.3f}</span><br>#{int(index[i])}")  # fmt: skip
+        picture = img(figures.thumbnail_png(images[index[i]]), f"test image {int(index[i])}", "thumb")
+        cells.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
+    return intro + '<div class="grid">' + "".join(cells) + "</div>"
+
+
+def _load_test_images(
+    run: SavedRun, data: str | None, test_images: Any, labels: np.ndarray, index: np.ndarray
+) -> tuple[np.ndarray | None, str]:
+    """The run's test images (N, 3, H, W) uint8, or None and a line saying what is missing."""
+    source = data or run.config.data.source
+    if test_images is None:
+        from cifarlab.data import load_dataset
+        from cifarlab.data.dataset import select_classes
+
+        config = run.config.data
+        try:
+            dataset = load_dataset(source, data_dir=None if data else config.data_dir, image_size=config.image_size,
+                                   progress=False)  # fmt: skip
+            if config.classes is not None:
+                dataset = select_classes(dataset, config.classes, None, run.config.seed)
+        except (OSError, ValueError, KeyError) as error:
+            return None, (f"the test images are not available ({error}); give their folder with "
+                          f"'cifarlab report {run.run_dir} --data SOURCE' to draw this grid")  # fmt: skip
+        test_images, test_labels = dataset.test.images, dataset.test.labels.numpy()
+        if len(test_labels) <= index.max() or not np.array_equal(test_labels[index], labels):
+            return None, (f"the test images of {source} are not the ones this run was tested on (their count or "
+                          f"labels differ); give the right ones with --data")  # fmt: skip
+    images = test_images.cpu().numpy() if hasattr(test_images, "cpu") else np.asarray(test_images)
+    return images, ""
+
+
+def _missing(message: str) -> str:
+    return f'<p class="missing">{esc(message)}</p>'
+
+
+def _calibration(run: SavedRun, predictions: dict[str, np.ndarray] | None) -> str:
+    if predictions is None:
+        return _missing(f"{PREDICTIONS_NAME} is missing, so calibration cannot be measured for this run")
+    probabilities, labels = predictions["test_probabilities"], predictions["test_labels"]
+    bins = reliability_bins(probabilities, labels)
+    ece = expected_calibration_error(probabilities, labels)
+    after = ece_after = temperature = None
+    if "val_probabilities" in predictions and len(predictions["val_labels"]):
+        temperature = fit_temperature(predictions["val_probabilities"], predictions["val_labels"])
+        scaled = apply_temperature(probabilities, temperature)
+        after, ece_after = reliability_bins(scaled, labels), expected_calibration_error(scaled, labels)
+    rows = [("this run", f"{ece * 100:.2f}", "-" if ece_after is None else f"{ece_after * 100:.2f}")]
+    rows += [
+        (f"{name} (Guo et al. 2017, CIFAR-10)", f"{value:.2f}", "") for name, value in GUO_2017_CIFAR10_ECE.items()
+    ]
+    how = (f"Temperature T = {temperature:.3f} was fitted on the validation split ({len(predictions['val_labels'])} "
+           "images, negative log-likelihood), never on test." if temperature is not None else
+           "The run had no validation split, so no temperature was fitted.")  # fmt: skip
+    bin_rows = [(f"({b.low:.3f}, {b.high:.3f}]", b.count, "-" if not b.count else f"{b.accuracy:.3f}",
+                 "-" if not b.count else f"{b.confidence:.3f}") for b in bins]  # fmt: skip
+    counts = table(("confidence bin", "images", "accuracy", "mean confidence"), bin_rows, (False, True, True, True))
+    return (
+        f"<p>Top-label expected calibration error over {ECE_BINS} equal-width confidence bins, as in Guo et al. "
+        f"(2017), on the {len(labels)} test images. {how}</p>"
+        + table(("model", "ECE before (%)", "ECE after temperature scaling (%)"), rows, (False, True, True))
+        + img(figures.reliability_png(bins, after, ece, ece_after, temperature), "reliability diagram")
+        + "<details><summary>Images in each bin (before temperature scaling)</summary>"
+        + counts
+        + "</details>"
+    )
+
+
+def _config(run: SavedRun) -> str:
+    notes = run.metrics.get("notes")
+    if notes is None:
+        listing = "<p>Notes were not recorded (a run saved before runs recorded them).</p>"
+    elif notes:
+        listing = "<ul>" + "".join(f'<li class="note">{esc(note)}</li>' for note in notes) + "</ul>"
+    else:
+        listing = "<p>The run printed no notes.</p>"
+    config = json.dumps(run.record["config"], indent=2)
+    return f"<h3>Notes the run printed</h3>{listing}<h3>Resolved config</h3><pre>{esc(config)}</pre>"
