@@ -91,3 +91,13 @@ def test_ladder_command_errors_are_one_line(args, message, tmp_path, capsys):
     assert main(["ladder", "--runs-dir", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_run_recorded_before_an_option_existed_is_the_same_run(tmp_path):
+    dataset = make_dataset(train=160, test=32)
+    run_ladder(runs_dir=tmp_path, dataset=dataset, **{**LADDER, "presets": ["proyecto1"]})
+    record_path = tmp_path / "proyecto1-s0" / "config.json"
+    record = json.loads(record_path.read_text())
+    del record["config"]["train"]["loss"]  # as written by an older cifarlab
+    record_path.write_text(json.dumps(record))
+    assert plan_ladder(["proyecto1"], [0], tmp_path, epochs_scale=0.015, val_size=32, precision="fp32")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from cifarlab import api
 from cifarlab._download import cache_home
 from cifarlab._io import write_json
-from cifarlab.config import RunConfig
+from cifarlab.config import RunConfig, config_from_dict
 from cifarlab.data import Dataset
 from cifarlab.models.summary import count_macs
 from cifarlab.presets import get_preset
@@ -119,9 +120,9 @@ def _check_same_run(run: LadderRun) -> None:
     record_path = run.run_dir / "config.json"
     if not record_path.is_file():
         return
-    try:
-        saved = json.loads(record_path.read_text())["config"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    try:  # through the config class, so options added since that run count at their defaults
+        saved = json.loads(json.dumps(config_from_dict(json.loads(record_path.read_text())["config"]).to_dict()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise ValueError(f"{record_path} is not a readable run record; move {run.run_dir} away") from None
     wanted = json.loads(json.dumps(run.config.to_dict()))
     ignored = {"quiet"}
@@ -242,18 +243,18 @@ class _CostModel:
         return float(macs) * images * recipe.epochs
 
     def _learn(self, run: LadderRun) -> None:
+        """The speed of the latest run that has epochs: the median of its last 10 (as the machine runs now)."""
         history = run.run_dir / "history.csv"
-        if self.seconds_per_work is not None or not history.is_file():
+        if not history.is_file() or not self.work[run.run_dir]:
             return
         rows = history.read_text().strip().splitlines()[1:]
         if not rows:
             return
-        seconds = sum(float(row.rsplit(",", 1)[1]) for row in rows)
-        planned = run.config.train.epochs
-        self.seconds_per_work = seconds / (self.work[run.run_dir] * len(rows) / planned)
+        seconds = statistics.median(float(row.rsplit(",", 1)[1]) for row in rows[-10:])
+        self.seconds_per_work = seconds / (self.work[run.run_dir] / run.config.train.epochs)
 
     def done(self, run: LadderRun) -> None:
-        """Forget a run's remaining work; learn the speed from it when none is known yet."""
+        """Learn the speed from a run, then forget its remaining work."""
         self._learn(run)
         self.work[run.run_dir] = 0.0
 
