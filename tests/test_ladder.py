@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -101,3 +102,16 @@ def test_a_run_recorded_before_an_option_existed_is_the_same_run(tmp_path):
     del record["config"]["train"]["loss"]  # as written by an older cifarlab
     record_path.write_text(json.dumps(record))
     assert plan_ladder(["proyecto1"], [0], tmp_path, epochs_scale=0.015, val_size=32, precision="fp32")
+
+
+def test_the_time_left_counts_the_epochs_not_yet_run(tmp_path):
+    from cifarlab.ladder import _CostModel
+
+    dataset = make_dataset(train=160, test=32)
+    run_ladder(runs_dir=tmp_path, dataset=dataset, **{**LADDER, "presets": ["proyecto1"]})
+    runs = plan_ladder(["proyecto1", "proyecto4"], [0], tmp_path, epochs_scale=0.015, val_size=32, precision="fp32")
+    estimate = _CostModel(runs, train_images=len(dataset.train))
+    estimate.done(runs[0])  # finished: nothing left of it
+    assert re.fullmatch(r"at most about \d+h\d\dm left", estimate.describe_left())
+    assert estimate.epochs_left == {runs[0].run_dir: 0, runs[1].run_dir: 2}
+    assert estimate.epoch_seconds[runs[1].run_dir] > 0  # proyecto4's step was timed

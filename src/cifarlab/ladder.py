@@ -11,11 +11,13 @@ import json
 import math
 import shutil
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from cifarlab import api
@@ -23,9 +25,9 @@ from cifarlab._download import cache_home
 from cifarlab._io import write_json
 from cifarlab.config import RunConfig, config_from_dict
 from cifarlab.data import Dataset
-from cifarlab.models.summary import count_macs
 from cifarlab.presets import get_preset
 from cifarlab.training.callbacks import Callback
+from cifarlab.training.device import autocast, resolve_device, resolve_precision
 from cifarlab.training.resume import RESUME_NAME
 from cifarlab.transfer import preset_model
 from cifarlab.transfer.weights import PRETRAINED_URLS
@@ -184,8 +186,10 @@ def run_ladder(
         runs_dir / LADDER_RECORD,
         {"presets": presets, "seeds": list(seeds), "epochs_scale": epochs_scale, "overrides": _plain(overrides)},
     )
-    estimate = _CostModel(runs)
     results: list[api.RunResult | None] = []
+    if dataset is None and not all(run.finished for run in runs):
+        dataset = api._load_training_data(runs[0].config)  # once: every rung shares the same cached images
+    estimate = _CostModel(runs, len(dataset.train) if dataset is not None else 0)
     bar = tqdm(total=len(runs), desc="ladder", unit="run", position=0, dynamic_ncols=True, disable=quiet)
     for run in runs:
         if run.finished:
@@ -194,9 +198,8 @@ def run_ladder(
             results.append(None)
             bar.update(1)
             continue
-        bar.set_postfix_str(f"{run.preset} s{run.seed}; {estimate.describe_left(run)}")
-        if dataset is None:
-            dataset = api._load_training_data(run.config)  # once: every rung shares the same cached images
+        if not quiet:
+            bar.set_postfix_str(f"{run.preset} s{run.seed}; {estimate.describe_left()}")
         if run.resumable:
             tqdm.write(f"ladder: resuming {run.run_dir}")
             result = api.resume(run.run_dir, dataset=dataset, callbacks=callbacks)
@@ -219,52 +222,91 @@ def run_ladder(
 
 
 class _CostModel:
-    """What is left, in time: every run's planned work in forward MACs, at the speed the finished epochs showed.
+    """What is left, in time: each run's remaining epochs at the cost of its training step, timed on this machine.
 
-    Early stopping can only shorten a run, so the estimate is an upper bound.
+    Every preset's network takes two timed steps on random data when the first estimate is asked for; the latest
+    run's own epochs then say how the machine runs now (its load, evaluation, augmentation), and that ratio scales
+    the rest. Early stopping can only shorten runs, so the estimate is an upper bound.
     """
 
-    def __init__(self, runs: list[LadderRun]) -> None:
+    def __init__(self, runs: list[LadderRun], train_images: int) -> None:
         self.runs = runs
-        self.work = {run.run_dir: self._work(run) for run in runs}
-        self.seconds_per_work: float | None = None
-        for run in runs:  # a finished or interrupted run already tells the machine's speed
+        self.train_images = train_images
+        self.epoch_seconds: dict[Path, float] | None = None  # timed lazily: a quiet ladder never needs them
+        self.epochs_left = {run.run_dir: 0 if run.finished else run.config.train.epochs for run in runs}
+        self.ratio = 1.0
+
+    def _time_presets(self) -> None:
+        step: dict[str, float] = {}
+        for run in self.runs:
+            if self.epochs_left[run.run_dir] and run.preset not in step:
+                step[run.preset] = _time_step(run.config)
+        self.epoch_seconds = {}
+        for run in self.runs:
+            recipe = run.config.train
+            images = self.train_images - (run.config.data.val_size if run.config.data.val_size else 0)
+            steps = recipe.steps_per_epoch or max(1, math.ceil(images / recipe.batch_size))
+            self.epoch_seconds[run.run_dir] = step.get(run.preset, 0.0) * steps
+        for run in self.runs:
             self._learn(run)
 
-    @staticmethod
-    def _work(run: LadderRun) -> float:
-        """Forward MACs of the planned epochs (a transfer run: of its trainable head only, roughly)."""
-        recipe = run.config.train
-        images = recipe.steps_per_epoch * recipe.batch_size if recipe.steps_per_epoch else 40_000
-        try:
-            macs = count_macs(preset_model(run.config), run.config.data.image_size)
-        except Exception:  # an estimate only: a model it cannot build costs like the average
-            macs = 50e6
-        return float(macs) * images * recipe.epochs
-
     def _learn(self, run: LadderRun) -> None:
-        """The speed of the latest run that has epochs: the median of its last 10 (as the machine runs now)."""
+        """Epochs done so far, and the machine's pace from the run's last 10 epochs against its timed step."""
         history = run.run_dir / "history.csv"
-        if not history.is_file() or not self.work[run.run_dir]:
-            return
-        rows = history.read_text().strip().splitlines()[1:]
-        if not rows:
-            return
-        seconds = statistics.median(float(row.rsplit(",", 1)[1]) for row in rows[-10:])
-        self.seconds_per_work = seconds / (self.work[run.run_dir] / run.config.train.epochs)
+        rows = history.read_text().strip().splitlines()[1:] if history.is_file() else []
+        if not run.finished:
+            self.epochs_left[run.run_dir] = max(0, run.config.train.epochs - len(rows))
+        predicted = self.epoch_seconds.get(run.run_dir, 0.0) if self.epoch_seconds else 0.0
+        if rows and predicted > 0:
+            self.ratio = statistics.median(float(row.rsplit(",", 1)[1]) for row in rows[-10:]) / predicted
 
     def done(self, run: LadderRun) -> None:
-        """Learn the speed from a run, then forget its remaining work."""
-        self._learn(run)
-        self.work[run.run_dir] = 0.0
+        """Learn the pace from a run that ended, then forget its remaining epochs."""
+        if self.epoch_seconds is not None:
+            self._learn(run)
+        self.epochs_left[run.run_dir] = 0
 
-    def describe_left(self, current: LadderRun) -> str:
-        """'about 3h10m left at most', or that the speed is not known yet."""
-        if self.seconds_per_work is None:
-            return "time left: known after the first run's first epochs"
-        seconds = self.seconds_per_work * sum(self.work.values())
+    def describe_left(self) -> str:
+        """'at most about 3h10m left'."""
+        if self.epoch_seconds is None:
+            self._time_presets()
+        assert self.epoch_seconds is not None
+        seconds = self.ratio * sum(self.epochs_left[d] * self.epoch_seconds[d] for d in self.epochs_left)
         hours, rest = divmod(round(seconds), 3600)
         return f"at most about {hours}h{rest // 60:02d}m left"
+
+
+def _time_step(config: RunConfig, steps: int = 2) -> float:
+    """Seconds of one training step of the config's network at its batch size, on random images."""
+    try:
+        device = resolve_device(config.device)
+        precision = resolve_precision(config.precision, device)
+        model = preset_model(config).to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        size, batch = config.data.image_size, config.train.batch_size
+        images = torch.randn(batch, 3, size, size, device=device)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, 10, (batch,), device=device)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad])
+        model.train()
+
+        def step() -> None:
+            with autocast(device, precision):
+                logits = model(images)
+            loss = torch.nn.functional.cross_entropy(logits.float()[:, :10], labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        step()  # the first step also compiles and allocates
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - started) / steps
+    except Exception:  # an estimate only: a network it cannot time counts as free
+        return 0.0
 
 
 def _plain(overrides: dict[str, Any]) -> dict[str, Any]:
