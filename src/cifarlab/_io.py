@@ -6,7 +6,7 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -26,10 +26,6 @@ class NoSpaceError(OSError):
         return str(self.strerror)
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
@@ -41,9 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the file gets the mode a plain open() would give
-    os.close(fd)
+    tmp = _new_temporary(path)
     try:
         yield Path(tmp)
         _stall_for_tests(path, Path(tmp))
@@ -60,6 +54,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             kept = f"; the {path.name} there before is intact" if path.exists() else ""
             raise NoSpaceError(code, f"cannot write {path}: {os.strerror(code)}{kept}") from None
         raise
+
+
+def _new_temporary(path: Path) -> Path:
+    """A new empty file beside `path`, with the mode a plain open() gives (0666 less the umask; mkstemp's is 0600)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _no_room(tmp: Path, error: BaseException) -> int | None:

@@ -329,11 +329,11 @@ def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
     test = trainer.evaluate(trainer.test_split, tta=config.train.tta)
     val_split = trainer.val_split  # its predictions let the report fit a temperature on validation, never on test
     val_eval = trainer.evaluate(val_split, tta=config.train.tta) if val_split is not None else None
+    train_seconds = sum(history.history["seconds"])
     if not trainer.dist.is_main:  # rank 0 writes the run's files
-        return RunResult(run_dir, config, history, test, best_epoch, sum(history.history["seconds"]), trainer.notes)
+        return RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
     save_predictions(run_dir / PREDICTIONS_NAME, test, trainer.test_split.labels, val_eval,
                      val_split.labels if val_split is not None else None)  # fmt: skip
-    train_seconds = sum(history.history["seconds"])
     val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
     trainer.save_model(
         run_dir / CHECKPOINT_NAME,

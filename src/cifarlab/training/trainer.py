@@ -234,10 +234,10 @@ class Trainer:
         self.train_loader.resize_to = self.low_res_size if low_res else None
         if self.recipe.whiten_bias_epochs:  # once frozen, no gradient has to reach the first layers' inputs
             trainable = self.epoch <= self.recipe.whiten_bias_epochs
-            if self.dist.enabled and self.model.whiten.bias.requires_grad != trainable:
-                self.model.whiten.bias.requires_grad_(trainable)
-                self.forward_model = self._wrap()  # DDP fixes the set of gradients it reduces when it is built
+            changed = self.model.whiten.bias.requires_grad != trainable
             self.model.whiten.bias.requires_grad_(trainable)
+            if changed and self.dist.enabled:
+                self.forward_model = self._wrap()  # DDP fixes the set of gradients it reduces when it is built
         partial, self._partial = self._partial, None
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
