@@ -6,9 +6,15 @@ proyecto9's recipe on a subset (--limit images per class, 1,000 held out); at ea
 statistics of a copy of the model are recomputed from 8 clean training batches (with Dropout on, and off) and the
 copy is validated. One JSON line per epoch. See docs/fidelity.md, section 2.
 """
-import argparse, copy, json, time
+
+import argparse
+import copy
+import json
+import time
+
 import torch
 from torch import nn
+
 import cifarlab
 from cifarlab.api import resolve_config
 from cifarlab.data import load_dataset
@@ -40,8 +46,15 @@ class Probe(Callback):
 
     def _val(self, model):
         t = self.trainer
-        return evaluate_model(model, t.val_split, t.normalization, len(t.class_names), batch_size=500,
-                              precision=t.precision, channels_last=t.config.channels_last).accuracy
+        return evaluate_model(
+            model,
+            t.val_split,
+            t.normalization,
+            len(t.class_names),
+            batch_size=500,
+            precision=t.precision,
+            channels_last=t.config.channels_last,
+        ).accuracy
 
     @torch.no_grad()
     def _recalibrated(self, dropout):
@@ -58,7 +71,7 @@ class Probe(Callback):
         pick = torch.randperm(len(t.train_split), generator=torch.Generator().manual_seed(0))[:2048]
         images = t.train_split.images[pick]
         for i in range(0, 2048, 256):  # 8 clean (unaugmented) training batches, drawn across the classes
-            x = t.normalization(images[i:i + 256].float())
+            x = t.normalization(images[i : i + 256].float())
             if t.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(t.device, t.precision):
@@ -71,15 +84,35 @@ class Probe(Callback):
         bn = [m for m in self.trainer.model.modules() if isinstance(m, BN)][-1]
         fresh_drop = self._recalibrated(dropout=True)
         fresh_clean = self._recalibrated(dropout=False)
-        print(json.dumps({"epoch": epoch, "step": step, "loss": round(logs["loss"], 4), "acc": round(logs["accuracy"], 4),
-                          "val_acc_running_bn": logs["val_accuracy"], "val_acc_recomputed_bn_dropout_on": fresh_drop,
-                          "val_acc_recomputed_bn_no_dropout": fresh_clean,
-                          "last_bn_running_var_mean": round(bn.running_var.mean().item(), 3),
-                          "seconds": round(logs["seconds"], 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "loss": round(logs["loss"], 4),
+                    "acc": round(logs["accuracy"], 4),
+                    "val_acc_running_bn": logs["val_accuracy"],
+                    "val_acc_recomputed_bn_dropout_on": fresh_drop,
+                    "val_acc_recomputed_bn_no_dropout": fresh_clean,
+                    "last_bn_running_var_mean": round(bn.running_var.mean().item(), 3),
+                    "seconds": round(logs["seconds"], 1),
+                }
+            ),
+            flush=True,
+        )
 
 
-config = resolve_config("proyecto9", data=a.data, per_class_limit=a.limit, val_size=1000,
-                        epochs=a.epochs, seed=a.seed, out=a.out, quiet=True, **{"train.steps_per_epoch": a.steps, "train.batch_size": a.batch_size})
+config = resolve_config(
+    "proyecto9",
+    data=a.data,
+    per_class_limit=a.limit,
+    val_size=1000,
+    epochs=a.epochs,
+    seed=a.seed,
+    out=a.out,
+    quiet=True,
+    **{"train.steps_per_epoch": a.steps, "train.batch_size": a.batch_size},
+)
 ds = load_dataset(config.data.source, progress=False)
 t0 = time.time()
 r = cifarlab.train(config=config, dataset=ds, callbacks=[Probe()])

@@ -47,7 +47,24 @@ KINDS = [
     ("half.png", lambda: Image.new("RGBA", (30, 50), (*COLOUR, 128)), {}, (227, 157, 142)),
     ("deep.png", lambda: Image.fromarray(np.full((40, 40), 51400, np.uint16)), {}, (200, 200, 200)),  # 16-bit
     ("big.png", lambda: _solid("RGB", (1600, 900)), {}, COLOUR),
+    ("float.tiff", lambda: Image.fromarray(np.full((40, 40), 0.4, np.float32)), {}, (102, 102, 102)),  # [0, 1]
+    ("int32.tiff", lambda: Image.fromarray(np.full((40, 40), 51400, np.int32)), {}, (200, 200, 200)),  # 16-bit range
 ]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.full((8, 8), 70000, np.int32), "32-bit integer image with values up to 70000: convert it to 8 or 16 bits"),
+        (np.full((8, 8), 200.0, np.float32), "floating-point image with values in [200, 200], not [0, 1]"),
+        (np.full((8, 8), np.nan, np.float32), "floating-point image with values in [nan, nan], not [0, 1]"),
+    ],
+)
+def test_deep_images_without_a_known_white_level_are_refused(tmp_path, values, message):
+    path = tmp_path / "deep.tiff"
+    Image.fromarray(values).save(path)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        decode_image(path, 32)
 
 
 @pytest.mark.parametrize(("name", "make", "options", "expected"), KINDS, ids=[k[0] for k in KINDS])

@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from cifarlab import api
-from cifarlab.models import count_params, list_models
-from cifarlab.presets import DEFAULT_PRESET, get_preset, list_presets
+from cifarlab.models import list_models
+from cifarlab.preset_table import preset_table
+from cifarlab.presets import DEFAULT_PRESET
 from cifarlab.training import distributed
 from cifarlab.training.signals import TrainingStopped
-from cifarlab.transfer import preset_model
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -173,46 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _presets(args: argparse.Namespace) -> None:
-    names = list_presets(args.pattern)
-    if not names:
-        raise ValueError(f"no preset matches '{args.pattern}' (see 'cifarlab presets')")
-    width = max(11, *(len(name) for name in names))
-    columns = f"{'model':<10} {'total':>11} {'trainable':>11} {'non-train.':>10} {'seed acc.':>9}  recipe"
-    print(f"{'preset':<{width}} {columns}")
-    for name in names:
-        preset = get_preset(name)
-        counts = count_params(preset_model(preset.config))  # a transfer preset: its frozen backbone is non-trainable
-        seed_acc = f"{preset.seed_accuracy:.2f}" if preset.seed_accuracy is not None else "-"
-        print(
-            f"{name:<{width}} {preset.config.model:<10} {counts.total:>11,} {counts.trainable:>11,} "
-            f"{counts.non_trainable:>10,} {seed_acc:>9}  {preset.summary}"
-        )
-        if args.details:
-            recipe = preset.config.train
-            optimizer = {
-                "adam": f"adam lr {recipe.lr:g} (epsilon {recipe.adam_epsilon:g})",
-                "sgd": f"sgd lr {recipe.lr:g} (momentum {recipe.momentum:g})",
-                "muon": f"muon lr {recipe.muon_lr:g} on conv filters, sgd lr {recipe.lr:g} on the rest",
-            }[recipe.optimizer]
-            if recipe.low_res_epochs:
-                optimizer += f", first {recipe.low_res_epochs} epochs at {recipe.low_res_size}px"
-            if recipe.whiten_bias_epochs:
-                optimizer += f", whitening bias frozen after {recipe.whiten_bias_epochs} epochs"
-            print(f"    recipe: {optimizer}, "
-                  f"{recipe.epochs} epochs, batch {recipe.batch_size}"
-                  + (f", {recipe.steps_per_epoch} steps/epoch" if recipe.steps_per_epoch else "")
-                  + f", val split {preset.config.data.val_size}, inputs {preset.config.data.normalize}")  # fmt: skip
-            if recipe.augment.enabled:
-                print(f"    augmentation: {recipe.augment.to_dict()}")
-            transfer = preset.config.transfer
-            if transfer.backbone is not None:
-                tuned = f"last {transfer.finetune} blocks fine-tuned (lr x{transfer.backbone_lr_scale:g})"
-                print(f"    transfer: backbone {transfer.backbone} {preset.config.model} (inputs scaled as its weights "
-                      f"expect), {tuned if transfer.finetune else 'frozen (features cached)'}, input size "
-                      f"{transfer.input_size or 'as loaded'}, head {list(transfer.head)} + Linear, dropout "
-                      f"{transfer.head_dropout:g}")  # fmt: skip
-            for choice in preset.choices:
-                print(f"    - {choice}")
+    print(preset_table(args.pattern, details=args.details))
 
 
 def _models(args: argparse.Namespace) -> None:

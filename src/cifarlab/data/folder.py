@@ -23,8 +23,9 @@ from cifarlab.data.dataset import Dataset, Split
 from cifarlab.inference.images import IMAGE_SUFFIXES, decode_image
 
 _SPLITS = ("train", "test", "val")
-# bump when decoding or the cache layout changes, so old cache files stop matching (2: alpha onto white)
-_CACHE_VERSION = 2
+# bump when decoding or the cache layout changes, so old cache files stop matching (2: alpha onto white,
+# 3: float images scaled from [0, 1], 32-bit integer images above 16 bits refused)
+_CACHE_VERSION = 3
 _MIN_PARALLEL_FILES = 512  # below this a worker pool costs more than it saves
 _LAYOUT = "{root}/train/<class>/<image> and {root}/test/<class>/<image> (optionally {root}/val/<class>/<image>)"
 

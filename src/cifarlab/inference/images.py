@@ -64,7 +64,9 @@ def prepare_image(image: Image.Image, image_size: int) -> np.ndarray:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any mode to RGB: alpha composited onto white, 16-bit scaled to 8 bits, the rest as Pillow does.
+    """Convert any mode to RGB: alpha onto white, 16-bit and [0, 1] float images scaled to 8 bits, the rest as Pillow.
+
+    32-bit integers above 65535 and floats outside [0, 1] have no known white level: they raise ValueError.
 
     White, because a transparent background is shown on white by browsers and viewers: what the user sees
     is what the model gets.
@@ -72,8 +74,19 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in _SIXTEEN_BIT_MODES:  # Pillow would clip these to 255 (white) instead of scaling
-        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        values = np.asarray(image, dtype=np.int64)
+        if values.max(initial=0) > 65535:  # a true 32-bit image: its white level is unknown
+            raise ValueError(f"32-bit integer image with values up to {values.max()}: convert it to 8 or 16 bits")
+        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
         return Image.fromarray(gray).convert("RGB")
+    if image.mode == "F":  # Pillow would clip floats to 0 or 1 (black) instead of scaling
+        values = np.asarray(image, dtype=np.float64)
+        low, high = values.min(), values.max()
+        if not (np.isfinite(values).all() and 0.0 <= low and high <= 1.0):
+            raise ValueError(
+                f"floating-point image with values in [{low:g}, {high:g}], not [0, 1]: convert it to 8 bits"
+            )
+        return Image.fromarray(np.rint(values * 255).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
         alpha = rgba[..., 3:]

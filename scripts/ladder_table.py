@@ -1,0 +1,97 @@
+"""README's table of the seed's steps, from the ladder's run directories, and the run records kept in git.
+
+    python scripts/ladder_table.py                       # print the table from runs/ladder
+    python scripts/ladder_table.py --keep benchmarks/ladder --readme README.md
+
+`--keep DIR` copies each run's config.json, history.csv and (when finished) metrics.json into DIR/<run>/;
+`--readme FILE` replaces the table between the `<!-- ladder-table -->` and `<!-- /ladder-table -->` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from cifarlab.presets import get_preset
+
+START, END = "<!-- ladder-table -->", "<!-- /ladder-table -->"
+LADDER_COMMAND = "cifarlab ladder --data ../shared/datasets/cifar10-jpeg"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min"
+
+
+def row(preset: str, run_dir: Path) -> str:
+    """One markdown row: the seed's figure, ours, the difference, epochs, time and status."""
+    seed = get_preset(preset).seed_accuracy
+    planned = get_preset(preset).config.train.epochs
+    head = f"| {preset} | {seed:.2f} % |"
+    metrics_file, history_file = run_dir / "metrics.json", run_dir / "history.csv"
+    if metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+        ours = 100 * metrics["test_accuracy"]
+        epochs = metrics["epochs_run"]
+        status = "full length"
+        if epochs < planned:
+            status = f"full recipe: early stopping (best epoch {metrics['best_epoch']})"
+        return (
+            f"{head} **{ours:.2f} %** | {ours - seed:+.2f} | {epochs} / {planned} | "
+            f"{_minutes(metrics['train_seconds'])} | {status} |"
+        )
+    epochs_done: list[dict[str, str]] = []
+    if history_file.exists():
+        with history_file.open() as f:
+            epochs_done = list(csv.DictReader(f))
+    if not epochs_done:
+        return f"{head} not started | – | 0 / {planned} | – | queued; the ladder command runs it |"
+    last = epochs_done[-1]
+    best = max(float(e["val_accuracy"]) for e in epochs_done)
+    seconds = sum(float(e["seconds"]) for e in epochs_done)
+    return (
+        f"{head} running: val. {100 * float(last['val_accuracy']):.2f} % at epoch {last['epoch']} "
+        f"(best {100 * best:.2f} %) | – | {last['epoch']} / {planned} | {_minutes(seconds)} so far | "
+        "partial; continues with the ladder command |"
+    )
+
+
+def table(runs_dir: Path, seed: int = 0) -> str:
+    lines = [
+        "| step | seed's test acc. | ours (JPEG copy) | difference | epochs run / planned | training time | status |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [row(f"proyecto{i}", runs_dir / f"proyecto{i}-s{seed}") for i in range(1, 10)]
+    return "\n".join(lines)
+
+
+def keep(runs_dir: Path, dest: Path) -> None:
+    for run_dir in sorted(runs_dir.glob("proyecto*-s*")):
+        names = ["config.json", "history.csv"] + (["metrics.json"] if (run_dir / "metrics.json").exists() else [])
+        (dest / run_dir.name).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, dest / run_dir.name / name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/ladder"))
+    parser.add_argument("--keep", type=Path, help="copy the run records into this directory")
+    parser.add_argument("--readme", type=Path, help="replace the table between the markers in this file")
+    args = parser.parse_args()
+    text = table(args.runs_dir)
+    if args.keep:
+        keep(args.runs_dir, args.keep)
+    if args.readme:
+        readme = args.readme.read_text()
+        before, rest = readme.split(START, 1)
+        _, after = rest.split(END, 1)
+        args.readme.write_text(f"{before}{START}\n{text}\n{END}{after}")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

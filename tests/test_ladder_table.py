@@ -1,0 +1,65 @@
+"""scripts/ladder_table.py: README's table of the seed's steps, written from the ladder's run directories."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ladder_table.py"
+
+
+@pytest.fixture(scope="module")
+def ladder_table():
+    spec = importlib.util.spec_from_file_location("ladder_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _history(run_dir: Path, rows: list[tuple[int, float, float]]) -> None:
+    lines = ["epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds"]
+    lines += [f"{e},1.0,0.5,1.1,{val},0.001,{sec}" for e, val, sec in rows]
+    (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+
+
+def _runs(tmp_path: Path) -> Path:
+    runs = tmp_path / "ladder"
+    finished, stopped, running = (runs / f"proyecto{i}-s0" for i in (1, 2, 3))
+    for run_dir in (finished, stopped, running):
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text("{}")
+    _history(finished, [(e, 0.6, 6.0) for e in range(1, 201)])
+    metrics = {"test_accuracy": 0.6475, "epochs_run": 200, "best_epoch": 200, "train_seconds": 7200.0}
+    (finished / "metrics.json").write_text(json.dumps(metrics))
+    _history(stopped, [(e, 0.7, 60.0) for e in range(1, 23)])
+    metrics = {"test_accuracy": 0.734, "epochs_run": 22, "best_epoch": 12, "train_seconds": 1397.5}
+    (stopped / "metrics.json").write_text(json.dumps(metrics))
+    _history(running, [(1, 0.4, 30.0), (2, 0.55, 30.0), (3, 0.5, 30.0)])
+    return runs
+
+
+def test_rows_say_what_ran_and_what_is_left(ladder_table, tmp_path):
+    rows = ladder_table.table(_runs(tmp_path)).splitlines()
+    assert len(rows) == 2 + 9
+    assert rows[2] == "| proyecto1 | 65.74 % | **64.75 %** | -0.99 | 200 / 200 | 120 min | full length |"
+    assert "**73.40 %** | +0.54 | 22 / 200 | 23 min | full recipe: early stopping (best epoch 12)" in rows[3]
+    assert "running: val. 50.00 % at epoch 3 (best 55.00 %) | – | 3 / 200 | 2 min so far | partial" in rows[4]
+    assert all("not started" in row and "queued" in row for row in rows[5:])
+
+
+def test_keep_copies_records_and_readme_is_rewritten_between_markers(ladder_table, tmp_path, monkeypatch):
+    runs = _runs(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{ladder_table.START}\nold table\n{ladder_table.END}\noutro\n")
+    keep = tmp_path / "kept"
+    argv = ["ladder_table.py", "--runs-dir", str(runs), "--keep", str(keep), "--readme", str(readme)]
+    monkeypatch.setattr("sys.argv", argv)
+    ladder_table.main()
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old table" not in text
+    assert "| proyecto2 | 72.86 % | **73.40 %**" in text
+    assert sorted(p.name for p in (keep / "proyecto1-s0").iterdir()) == ["config.json", "history.csv", "metrics.json"]
+    assert sorted(p.name for p in (keep / "proyecto3-s0").iterdir()) == ["config.json", "history.csv"]
