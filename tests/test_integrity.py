@@ -59,6 +59,24 @@ def one_line(messages: list[str]) -> str:
     return messages[0]
 
 
+def reload_damaged(path: Path, reload):
+    """Damage `path` each way `corruptions` lists, from its pristine bytes, and reload it each time.
+
+    Yields (how, what `reload` returned, whether the damage was caught): caught means one warning line saying the
+    file is being deleted.
+    """
+    pristine = path.read_bytes()
+    for how in corruptions(len(pristine)):
+        path.write_bytes(pristine)
+        damage(path, how)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            result = reload()
+        if seen:
+            assert "deleting" in one_line([str(w.message) for w in seen]), how
+        yield how, result, bool(seen)
+
+
 # caches
 
 
@@ -129,20 +147,13 @@ def test_folder_cache_cut_or_flipped_is_rebuilt_and_equal(tmp_path):
     cache = tmp_path / "cache"
     clean = load_image_folder(root, cache_dir=cache, workers=1, progress=False)
     (path,) = (cache / "folders").glob("*.npz")
-    pristine = path.read_bytes()
     caught = 0
-    for how in corruptions(len(pristine)):
-        path.write_bytes(pristine)
-        damage(path, how)
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            data = load_image_folder(root, cache_dir=cache, workers=1, progress=False)
+    for how, data, rebuilt in reload_damaged(
+        path, lambda: load_image_folder(root, cache_dir=cache, workers=1, progress=False)
+    ):
         assert torch.equal(data.train.images, clean.train.images) and torch.equal(data.test.labels, clean.test.labels)
-        if seen:
-            assert "deleting" in one_line([str(w.message) for w in seen]), how
-            caught += 1
-        else:
-            assert how[0] == "flip", how
+        assert rebuilt or how[0] == "flip", how
+        caught += rebuilt
         assert path.is_file()
     assert caught >= len(CUTS) + FLIPS // 2
 
@@ -159,17 +170,11 @@ def test_feature_cache_cut_or_flipped_is_recomputed_and_equal(tmp_path):
     clean, hit = features()
     assert not hit
     (path,) = (tmp_path / "features").iterdir()
-    pristine = path.read_bytes()
     caught = 0
-    for how in corruptions(len(pristine)):
-        path.write_bytes(pristine)
-        damage(path, how)
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            again, hit = features()
+    for how, (again, hit), rebuilt in reload_damaged(path, features):
         assert torch.equal(again, clean), how
-        if seen:
-            assert "deleting" in one_line([str(w.message) for w in seen]) and not hit, how
+        if rebuilt:
+            assert not hit, how
             caught += 1
         else:  # safetensors pads its JSON header with spaces: a flip there can leave it the same
             assert how[0] == "flip" and hit, how
