@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import shutil
 from pathlib import Path
 
 from cifarlab.presets import get_preset
+from cifarlab.reports.run_files import load_run
+from cifarlab.training.history import History
 
 START, END = "<!-- ladder-table -->", "<!-- /ladder-table -->"
 LADDER_COMMAND = "cifarlab ladder --data ../shared/datasets/cifar10-jpeg"
@@ -27,33 +27,26 @@ def _minutes(seconds: float) -> str:
 
 def row(preset: str, run_dir: Path) -> str:
     """One markdown row: the seed's figure, ours, the difference, epochs, time and status."""
-    seed = get_preset(preset).seed_accuracy
-    planned = get_preset(preset).config.train.epochs
+    recipe = get_preset(preset)
+    seed, planned = recipe.seed_accuracy, recipe.config.train.epochs
     head = f"| {preset} | {seed:.2f} % |"
-    metrics_file, history_file = run_dir / "metrics.json", run_dir / "history.csv"
-    if metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text())
-        ours = 100 * metrics["test_accuracy"]
-        epochs = metrics["epochs_run"]
+    if (run_dir / "metrics.json").exists():
+        run = load_run(run_dir)
+        ours = 100 * run.metrics["test_accuracy"]
         status = "full length"
-        if epochs < planned:
-            status = f"full recipe: early stopping (best epoch {metrics['best_epoch']})"
+        if run.epochs_run < planned:
+            status = f"full recipe: early stopping (best epoch {run.metrics['best_epoch']})"
         return (
-            f"{head} **{ours:.2f} %** | {ours - seed:+.2f} | {epochs} / {planned} | "
-            f"{_minutes(metrics['train_seconds'])} | {status} |"
+            f"{head} **{ours:.2f} %** | {ours - seed:+.2f} | {run.epochs_run} / {planned} | "
+            f"{_minutes(run.train_seconds)} | {status} |"
         )
-    epochs_done: list[dict[str, str]] = []
-    if history_file.exists():
-        with history_file.open() as f:
-            epochs_done = list(csv.DictReader(f))
-    if not epochs_done:
+    history = History.from_csv(run_dir / "history.csv").history if (run_dir / "history.csv").exists() else {}
+    if not history.get("epoch"):
         return f"{head} not started | – | 0 / {planned} | – | queued; the ladder command runs it |"
-    last = epochs_done[-1]
-    best = max(float(e["val_accuracy"]) for e in epochs_done)
-    seconds = sum(float(e["seconds"]) for e in epochs_done)
+    epoch, val = int(history["epoch"][-1]), history["val_accuracy"]
     return (
-        f"{head} running: val. {100 * float(last['val_accuracy']):.2f} % at epoch {last['epoch']} "
-        f"(best {100 * best:.2f} %) | – | {last['epoch']} / {planned} | {_minutes(seconds)} so far | "
+        f"{head} running: val. {100 * val[-1]:.2f} % at epoch {epoch} (best {100 * max(val):.2f} %) | – | "
+        f"{epoch} / {planned} | {_minutes(sum(history['seconds']))} so far | "
         "partial; continues with the ladder command |"
     )
 
