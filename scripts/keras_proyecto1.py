@@ -9,6 +9,14 @@ writes Keras' per-epoch history as a CSV with the columns of cifarlab's `history
     python scripts/keras_proyecto1.py --data ../shared/datasets/cifar10-jpeg --policy float32 --epochs 40
     python scripts/keras_proyecto1.py --data ../shared/datasets/cifar10-jpeg --policy mixed_bfloat16 --epochs 40
     python scripts/keras_proyecto1.py ... --policy mixed_bfloat16 --float32-output   # softmax layer in float32
+    python scripts/keras_proyecto1.py ... --fixed-order   # fit's seeded shuffle: one permutation for every epoch
+
+Shuffling. The seed's notebook sets no random seed, so `fit(shuffle=True)` draws a new permutation every epoch. A
+seeded Keras 3 run does not: after `keras.utils.set_random_seed`, `fit` rebuilds its `tf.data` pipeline every epoch
+and `tf.random.shuffle` inside it gets the same op seed each time, so every epoch takes the same 79 batches in the
+same order (Keras 3.15.1 / TF 2.21; docs/fidelity.md shows it). This script seeds Keras (for the initial weights)
+and, by default, shuffles itself: one numpy permutation per epoch, `fit(..., shuffle=False)` one epoch at a time,
+which is the seed's unseeded training made repeatable. `--fixed-order` keeps Keras' seeded `fit` as it is.
 
 Keras runs in its own venv (tensorflow-cpu, made once; `CIFARLAB_KERAS_VENV`, the one `benchmarks/speed.py` uses).
 """
@@ -32,7 +40,7 @@ KERAS_SCRIPT = r"""
 import csv, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np, keras
-arrays, policy, epochs, float32_output, seed, out = sys.argv[1:7]
+arrays, policy, epochs, float32_output, seed, fixed_order, out = sys.argv[1:8]
 keras.utils.set_random_seed(int(seed))
 keras.mixed_precision.set_global_policy(policy)
 d = np.load(arrays)
@@ -54,8 +62,15 @@ times = []
 class Clock(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
     def on_epoch_end(self, epoch, logs=None): times.append(time.perf_counter() - self.t)
-h = model.fit(x_train, d["y_train"], epochs=int(epochs), batch_size=512, validation_data=(x_val, d["y_val"]),
-              verbose=2, callbacks=[Clock()]).history
+fit = dict(batch_size=512, validation_data=(x_val, d["y_val"]), verbose=2, callbacks=[Clock()])
+if fixed_order == "1":  # seeded Keras 3: fit's shuffle repeats one permutation every epoch
+    h = model.fit(x_train, d["y_train"], epochs=int(epochs), **fit).history
+else:  # a new permutation every epoch, as the seed's unseeded fit(shuffle=True) draws
+    rng, h = np.random.default_rng(int(seed)), {}
+    for _ in range(int(epochs)):
+        perm = rng.permutation(len(x_train))
+        for key, values in model.fit(x_train[perm], d["y_train"][perm], shuffle=False, **fit).history.items():
+            h.setdefault(key, []).extend(values)
 _, acc = model.evaluate(x_test, d["y_test"], verbose=0)
 print("> %.3f" % (acc * 100.0))
 with open(out, "w", newline="") as f:
@@ -87,6 +102,11 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="dataset source, as `cifarlab train --data`")
     parser.add_argument("--policy", choices=["float32", "mixed_bfloat16"], default="float32")
     parser.add_argument("--float32-output", action="store_true", help="the softmax Dense layer in float32")
+    parser.add_argument(
+        "--fixed-order",
+        action="store_true",
+        help="let seeded Keras shuffle: the same batches in the same order every epoch",
+    )
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0, help="split seed (cifarlab's) and Keras' seed")
     parser.add_argument("--val-size", type=int, default=10000)
@@ -99,7 +119,8 @@ def main() -> None:
         export_arrays(args.data, args.val_size, args.seed, arrays)
     script = Path("/tmp/cifarlab_keras_p1.py")
     script.write_text(KERAS_SCRIPT)
-    argv = [str(arrays), args.policy, str(args.epochs), "1" if args.float32_output else "0", str(args.seed)]
+    flags = ["1" if args.float32_output else "0", str(args.seed), "1" if args.fixed_order else "0"]
+    argv = [str(arrays), args.policy, str(args.epochs), *flags]
     subprocess.run([str(python), str(script), *argv, str(args.out)], check=True)
 
 

@@ -3,13 +3,17 @@
     python scripts/ladder_table.py                       # print the table from runs/ladder
     python scripts/ladder_table.py --keep benchmarks/ladder --readme README.md
 
-`--keep DIR` copies each run's config.json, history.csv and (when finished) metrics.json into DIR/<run>/;
-`--readme FILE` replaces the table between the `<!-- ladder-table -->` and `<!-- /ladder-table -->` markers.
+`--keep DIR` copies each run's config.json, history.csv and (when finished) metrics.json into DIR/<run>/, unless
+DIR already holds a record that went further (a finished run, or more epochs): a machine's run directories do not
+outlive its session, so a row restarted from scratch must not replace the longer record of an earlier session.
+With `--keep`, the table is drawn from DIR, the records in git; `--readme FILE` replaces the table between the
+`<!-- ladder-table -->` and `<!-- /ladder-table -->` markers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -25,8 +29,21 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
+def _history(run_dir: Path) -> dict[str, list[float]]:
+    return History.from_csv(run_dir / "history.csv").history if (run_dir / "history.csv").exists() else {}
+
+
+def _hardware(run_dir: Path) -> str:
+    """The machine a run trained on, from its config.json ('hardware', recorded since session 6), else '–'."""
+    try:
+        record = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return "–"
+    return str(record.get("hardware") or "–")
+
+
 def row(preset: str, run_dir: Path) -> str:
-    """One markdown row: the seed's figure, ours, the difference, epochs, time and status."""
+    """One markdown row: the seed's figure, ours, the difference, epochs, time, hardware and status."""
     recipe = get_preset(preset)
     seed, planned = recipe.seed_accuracy, recipe.config.train.epochs
     head = f"| {preset} | {seed:.2f} % |"
@@ -38,30 +55,38 @@ def row(preset: str, run_dir: Path) -> str:
             status = f"full recipe: early stopping (best epoch {run.metrics['best_epoch']})"
         return (
             f"{head} **{ours:.2f} %** | {ours - seed:+.2f} | {run.epochs_run} / {planned} | "
-            f"{_minutes(run.train_seconds)} | {status} |"
+            f"{_minutes(run.train_seconds)} | {_hardware(run_dir)} | {status} |"
         )
-    history = History.from_csv(run_dir / "history.csv").history if (run_dir / "history.csv").exists() else {}
+    history = _history(run_dir)
     if not history.get("epoch"):
-        return f"{head} not started | – | 0 / {planned} | – | queued; the ladder command runs it |"
+        return f"{head} not started | – | 0 / {planned} | – | – | queued; the ladder command runs it |"
     epoch, val = int(history["epoch"][-1]), history["val_accuracy"]
     return (
-        f"{head} running: val. {100 * val[-1]:.2f} % at epoch {epoch} (best {100 * max(val):.2f} %) | – | "
-        f"{epoch} / {planned} | {_minutes(sum(history['seconds']))} so far | "
-        "partial; continues with the ladder command |"
+        f"{head} partial: val. {100 * val[-1]:.2f} % at epoch {epoch} (best {100 * max(val):.2f} %) | – | "
+        f"{epoch} / {planned} | {_minutes(sum(history['seconds']))} so far | {_hardware(run_dir)} | "
+        "stopped mid-run; the ladder command continues it |"
     )
 
 
 def table(runs_dir: Path, seed: int = 0) -> str:
     lines = [
-        "| step | seed's test acc. | ours (JPEG copy) | difference | epochs run / planned | training time | status |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| step | seed's test acc. | ours (JPEG copy) | difference | epochs run / planned | training time | hardware "
+        "| status |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     lines += [row(f"proyecto{i}", runs_dir / f"proyecto{i}-s{seed}") for i in range(1, 10)]
     return "\n".join(lines)
 
 
+def _progress(run_dir: Path) -> tuple[bool, int]:
+    """(finished, epochs run): how far a run record went."""
+    return (run_dir / "metrics.json").exists(), len(_history(run_dir).get("epoch", []))
+
+
 def keep(runs_dir: Path, dest: Path) -> None:
     for run_dir in sorted(runs_dir.glob("proyecto*-s*")):
+        if _progress(dest / run_dir.name) > _progress(run_dir):
+            continue  # the record in git went further (an earlier session's run)
         names = ["config.json", "history.csv"] + (["metrics.json"] if (run_dir / "metrics.json").exists() else [])
         (dest / run_dir.name).mkdir(parents=True, exist_ok=True)
         for name in names:
@@ -75,9 +100,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="copy the run records into this directory")
     parser.add_argument("--readme", type=Path, help="replace the table between the markers in this file")
     args = parser.parse_args()
-    text = table(args.runs_dir)
     if args.keep:
         keep(args.runs_dir, args.keep)
+    text = table(args.keep or args.runs_dir)
     if args.readme:
         readme = args.readme.read_text()
         before, rest = readme.split(START, 1)

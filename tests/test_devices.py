@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import cifarlab
-from cifarlab.training.device import resolve_device, resolve_precision
+from cifarlab.training.device import describe_hardware, resolve_device, resolve_precision
 from tests.factories import make_dataset
 
 
@@ -11,6 +11,15 @@ def test_auto_device_and_precision_follow_the_machine():
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_precision("fp32", device) == "fp32"
     assert resolve_precision("auto", device) in ("bf16", "fp32")
+
+
+def test_hardware_names_the_cpu_model_threads_and_bf16_support(monkeypatch):
+    cpuinfo = "processor : 0\nmodel name\t: Intel(R) Xeon(R)  Platinum 8481C\nflags : fpu amx_bf16 avx512_bf16\n"
+    monkeypatch.setattr("cifarlab.training.device._cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert describe_hardware(torch.device("cpu")) == "Intel(R) Xeon(R) Platinum 8481C, 2 threads, AMX-BF16"
+    monkeypatch.setattr("cifarlab.training.device._cpuinfo", lambda: "model name : AMD EPYC 9B14\nflags : avx2\n")
+    assert describe_hardware(torch.device("cpu")) == "AMD EPYC 9B14, 2 threads, no bf16 hardware"
 
 
 def test_cuda_without_cuda_is_a_clear_error():

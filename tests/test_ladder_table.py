@@ -31,6 +31,7 @@ def _runs(tmp_path: Path) -> Path:
     for run_dir in (finished, stopped, running):
         run_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text("{}")
+    (finished / "config.json").write_text(json.dumps({"hardware": "AMD EPYC, 2 threads, AVX512-BF16"}))
     _history(finished, [(e, 0.6, 6.0) for e in range(1, 201)])
     metrics = {"test_accuracy": 0.6475, "epochs_run": 200, "best_epoch": 200, "train_seconds": 7200.0}
     (finished / "metrics.json").write_text(json.dumps(metrics))
@@ -44,9 +45,12 @@ def _runs(tmp_path: Path) -> Path:
 def test_rows_say_what_ran_and_what_is_left(ladder_table, tmp_path):
     rows = ladder_table.table(_runs(tmp_path)).splitlines()
     assert len(rows) == 2 + 9
-    assert rows[2] == "| proyecto1 | 65.74 % | **64.75 %** | -0.99 | 200 / 200 | 120 min | full length |"
-    assert "**73.40 %** | +0.54 | 22 / 200 | 23 min | full recipe: early stopping (best epoch 12)" in rows[3]
-    assert "running: val. 50.00 % at epoch 3 (best 55.00 %) | – | 3 / 200 | 2 min so far | partial" in rows[4]
+    assert rows[2] == (
+        "| proyecto1 | 65.74 % | **64.75 %** | -0.99 | 200 / 200 | 120 min | AMD EPYC, 2 threads, AVX512-BF16 "
+        "| full length |"
+    )
+    assert "**73.40 %** | +0.54 | 22 / 200 | 23 min | – | full recipe: early stopping (best epoch 12)" in rows[3]
+    assert "partial: val. 50.00 % at epoch 3 (best 55.00 %) | – | 3 / 200 | 2 min so far | – | stopped" in rows[4]
     assert all("not started" in row and "queued" in row for row in rows[5:])
 
 
@@ -63,3 +67,22 @@ def test_keep_copies_records_and_readme_is_rewritten_between_markers(ladder_tabl
     assert "| proyecto2 | 72.86 % | **73.40 %**" in text
     assert sorted(p.name for p in (keep / "proyecto1-s0").iterdir()) == ["config.json", "history.csv", "metrics.json"]
     assert sorted(p.name for p in (keep / "proyecto3-s0").iterdir()) == ["config.json", "history.csv"]
+
+
+def test_keep_never_replaces_a_record_that_went_further(ladder_table, tmp_path, monkeypatch):
+    """A session's fresh restart of a row (fewer epochs) leaves the earlier, longer record, and the table shows it."""
+    kept = _runs(tmp_path)  # proyecto3 ran 3 epochs in an earlier session; proyecto1 finished
+    fresh = tmp_path / "fresh"
+    for name, epochs in (("proyecto1-s0", 5), ("proyecto3-s0", 2), ("proyecto4-s0", 1)):
+        (fresh / name).mkdir(parents=True)
+        (fresh / name / "config.json").write_text("{}")
+        _history(fresh / name, [(e, 0.3, 10.0) for e in range(1, epochs + 1)])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{ladder_table.START}\n{ladder_table.END}\n")
+    monkeypatch.setattr("sys.argv", ["x", "--runs-dir", str(fresh), "--keep", str(kept), "--readme", str(readme)])
+    ladder_table.main()
+    text = readme.read_text()
+    assert "**64.75 %**" in text and "at epoch 3 (best 55.00 %)" in text  # the longer records stay
+    assert "| proyecto4 | 83.32 % | partial: val. 30.00 % at epoch 1" in text  # a new row is kept
+    assert (kept / "proyecto4-s0" / "history.csv").exists()
+    assert len((kept / "proyecto3-s0" / "history.csv").read_text().splitlines()) == 1 + 3

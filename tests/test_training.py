@@ -6,6 +6,7 @@ import torch
 
 import cifarlab
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from cifarlab.training.device import describe_hardware
 from cifarlab.training.history import HISTORY_COLUMNS, History
 from tests.factories import make_dataset
 
@@ -58,6 +59,7 @@ def test_fit_learns_fires_callbacks_and_writes_the_run(tmp_path, tiny_dataset):
     assert set(metrics["test"]["per_class_accuracy"]) == set(tiny_dataset.class_names)
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["preset"] == "proyecto1" and config["config"]["train"]["epochs"] == 3
+    assert config["hardware"] == describe_hardware(torch.device(config["device"]))  # beside every time it records
     for png in ("loss.png", "accuracy.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

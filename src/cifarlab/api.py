@@ -37,6 +37,7 @@ from cifarlab.reports.report import finish_run
 from cifarlab.reports.run_files import PREDICTIONS_NAME, run_facts, save_predictions
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.checkpoint import CHECKPOINT_NAME
+from cifarlab.training.device import describe_hardware
 from cifarlab.training.distributed import Distributed, env_rank, init_from_env
 from cifarlab.training.history import History
 from cifarlab.training.resume import RESUME_NAME, load_resume_state
@@ -292,6 +293,7 @@ def _run_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "device": str(trainer.device),
+        "hardware": describe_hardware(trainer.device),
         "precision": trainer.precision,
         "dataset": _dataset_record(trainer, dataset),
     }

@@ -118,6 +118,7 @@ def _what_ran(run: SavedRun) -> str:
         ),
         ("classes", ", ".join(run.class_names)),
         ("device, precision", f"{record.get('device', '?')}, {record.get('precision', '?')}"),
+        ("hardware", record.get("hardware", "not recorded")),
         ("versions", _versions(record)),
         ("git revision", record.get("git_revision") or "unknown (not run from a git checkout)"),
         ("finished", run.finished_at),

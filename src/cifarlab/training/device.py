@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import platform
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,15 +25,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU computes bf16 in hardware (AMX-BF16 or AVX512-BF16), so oneDNN runs bf16 fast."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    if "amx_bf16" in flags or "avx512_bf16" in flags:
-        return True
-    return False
+    flags = _cpuinfo()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def describe_hardware(device: torch.device) -> str:
+    """What a run's speed depends on, in words: 'NVIDIA H200' or 'AMD EPYC, 2 threads, AVX512-BF16'.
+
+    Times from different machines are not comparable; run records and reports carry this beside every figure.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    info = _cpuinfo()
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    model = " ".join(name.group(1).split()) if name else platform.processor() or platform.machine() or "unknown CPU"
+    bf16 = "AMX-BF16" if "amx_bf16" in info else "AVX512-BF16" if "avx512_bf16" in info else "no bf16 hardware"
+    return f"{model}, {torch.get_num_threads()} threads, {bf16}"
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
