@@ -36,16 +36,8 @@ from speed import ensure_keras_venv  # noqa: E402
 from cifarlab.data import load_dataset  # noqa: E402
 from cifarlab.data.dataset import with_validation  # noqa: E402
 
-KERAS_SCRIPT = r"""
-import csv, os, sys, time
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import numpy as np, keras
-arrays, policy, epochs, float32_output, seed, fixed_order, out = sys.argv[1:8]
-keras.utils.set_random_seed(int(seed))
-keras.mixed_precision.set_global_policy(policy)
-d = np.load(arrays)
-scale = lambda x: x.astype("float32") / 255.0
-x_train, x_val, x_test = scale(d["x_train"]), scale(d["x_val"]), scale(d["x_test"])
+# The seed's PROYECTO 1 network as written, for the Keras-side scripts (`output_dtype`: None, or the softmax layer's).
+KERAS_P1_MODEL = r"""
 ks = keras
 model = ks.Sequential()
 model.add(ks.Input((32, 32, 3)))
@@ -55,7 +47,24 @@ model.add(ks.layers.Conv2D(64, (3, 3), strides=1, activation="relu", padding="sa
 model.add(ks.layers.MaxPooling2D((2, 2)))
 model.add(ks.layers.Flatten())
 model.add(ks.layers.Dense(64, activation="relu"))
-model.add(ks.layers.Dense(10, activation="softmax", **({"dtype": "float32"} if float32_output == "1" else {})))
+model.add(ks.layers.Dense(10, activation="softmax", **({"dtype": output_dtype} if output_dtype else {})))
+"""
+
+KERAS_SCRIPT = (
+    r"""
+import csv, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np, keras
+arrays, policy, epochs, float32_output, seed, fixed_order, out = sys.argv[1:8]
+keras.utils.set_random_seed(int(seed))
+keras.mixed_precision.set_global_policy(policy)
+d = np.load(arrays)
+scale = lambda x: x.astype("float32") / 255.0
+x_train, x_val, x_test = scale(d["x_train"]), scale(d["x_val"]), scale(d["x_test"])
+output_dtype = "float32" if float32_output == "1" else None
+"""
+    + KERAS_P1_MODEL
+    + r"""
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 assert model.count_params() == 282250, model.count_params()
 times = []
@@ -79,6 +88,7 @@ with open(out, "w", newline="") as f:
     for i in range(len(times)):
         w.writerow([i + 1, h["loss"][i], h["accuracy"][i], h["val_loss"][i], h["val_accuracy"][i], times[i]])
 """
+)
 
 
 def export_arrays(data: str, val_size: int, seed: int, out: Path) -> None:

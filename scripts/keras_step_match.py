@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keras_proyecto1 import export_arrays  # noqa: E402
+from keras_proyecto1 import KERAS_P1_MODEL, export_arrays  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from speed import ensure_keras_venv  # noqa: E402
@@ -36,7 +36,8 @@ from cifarlab.api import resolve_config  # noqa: E402
 from cifarlab.data import load_dataset  # noqa: E402
 from cifarlab.training.trainer import Trainer  # noqa: E402
 
-KERAS_SCRIPT = r"""
+KERAS_SCRIPT = (
+    r"""
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np, keras
@@ -45,11 +46,10 @@ keras.utils.set_random_seed(int(seed))
 keras.mixed_precision.set_global_policy(policy)
 d = np.load(arrays)
 x, y = d["x_train"].astype("float32") / 255.0, d["y_train"]
-L = keras.layers
-model = keras.Sequential([keras.Input((32, 32, 3)),
-    L.Conv2D(32, (3, 3), activation="relu", padding="same"), L.MaxPooling2D((2, 2)),
-    L.Conv2D(64, (3, 3), activation="relu", padding="same"), L.MaxPooling2D((2, 2)),
-    L.Flatten(), L.Dense(64, activation="relu"), L.Dense(10, activation="softmax")])
+output_dtype = None
+"""
+    + KERAS_P1_MODEL
+    + r"""
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 weights = lambda: {f"w{i}": w for i, w in enumerate(model.get_weights())}
 np.savez(out + "/keras_init.npz", **weights())
@@ -67,6 +67,7 @@ for epoch, perm in enumerate(order, 1):
 np.save(out + "/keras_losses.npy", np.array(losses))
 np.savez(out + "/keras_weights.npz", **{f"{k}_w{i}": w for k, ws in saved.items() for i, w in enumerate(ws)})
 """
+)
 
 
 def keras_to_torch(weights: list[np.ndarray]) -> list[torch.Tensor]:
@@ -130,14 +131,16 @@ def main() -> None:
     steps = -(-n_train // 512)
     rows = {"keras": keras_losses.reshape(-1, steps).mean(axis=1)}
     for placement in args.epsilon:
-        rows[f"cifarlab_eps_{placement}"] = cifarlab_side(args, precision, placement, order, saved)
+        rows[f"cifarlab_eps_{placement}"] = cifarlab_side(args, precision, placement, order, keras_losses, saved)
     with open(args.out / "epoch_losses.csv", "w") as f:
         f.write("epoch," + ",".join(rows) + "\n")
         for e in range(args.epochs):
             f.write(f"{e + 1}," + ",".join(f"{rows[k][e]:.6g}" for k in rows) + "\n")
 
 
-def cifarlab_side(args: argparse.Namespace, precision: str, placement: str, order: np.ndarray, saved) -> np.ndarray:
+def cifarlab_side(
+    args: argparse.Namespace, precision: str, placement: str, order: np.ndarray, keras_losses: np.ndarray, saved
+) -> np.ndarray:
     """cifarlab's Trainer from Keras' initial weights on the same batches; Adam's epsilon as PyTorch or Keras place it.
 
     'keras' gives PyTorch's Adam, at step t, the epsilon 1e-7 / sqrt(1 - 0.999^t): Keras' `sqrt(v) + epsilon` with
@@ -151,13 +154,12 @@ def cifarlab_side(args: argparse.Namespace, precision: str, placement: str, orde
             trainer.model.parameters(), keras_to_torch([init[f"w{i}"] for i in range(len(init))]), strict=True
         ):
             p.copy_(w)
-    keras_losses = np.load(args.out / "keras_losses.npy")
 
     def keras_weights(key: str) -> list[np.ndarray]:
         return [saved[f"{key}_w{i}"] for i in range(8)]
 
     split, n_train = trainer.train_split, len(trainer.train_split.labels)
-    steps = -(-n_train // 512)
+    steps = len(keras_losses) // len(order)
     losses: list[float] = []
     trainer.model.train()
     for epoch, perm in enumerate(order, 1):

@@ -33,13 +33,17 @@ def _history(run_dir: Path) -> dict[str, list[float]]:
     return History.from_csv(run_dir / "history.csv").history if (run_dir / "history.csv").exists() else {}
 
 
-def _hardware(run_dir: Path) -> str:
-    """The machine a run trained on, from its config.json ('hardware', recorded since session 6), else '–'."""
-    try:
-        record = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return "–"
+def _hardware(record: dict) -> str:
+    """The machine a run trained on, from its config.json record ('hardware', recorded since session 6), else '–'."""
     return str(record.get("hardware") or "–")
+
+
+def _config_record(run_dir: Path) -> dict:
+    """An unfinished run's config.json ({} when missing or unreadable; load_run reads a finished run's)."""
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def row(preset: str, run_dir: Path) -> str:
@@ -55,7 +59,7 @@ def row(preset: str, run_dir: Path) -> str:
             status = f"full recipe: early stopping (best epoch {run.metrics['best_epoch']})"
         return (
             f"{head} **{ours:.2f} %** | {ours - seed:+.2f} | {run.epochs_run} / {planned} | "
-            f"{_minutes(run.train_seconds)} | {_hardware(run_dir)} | {status} |"
+            f"{_minutes(run.train_seconds)} | {_hardware(run.record)} | {status} |"
         )
     history = _history(run_dir)
     if not history.get("epoch"):
@@ -63,7 +67,7 @@ def row(preset: str, run_dir: Path) -> str:
     epoch, val = int(history["epoch"][-1]), history["val_accuracy"]
     return (
         f"{head} partial: val. {100 * val[-1]:.2f} % at epoch {epoch} (best {100 * max(val):.2f} %) | – | "
-        f"{epoch} / {planned} | {_minutes(sum(history['seconds']))} so far | {_hardware(run_dir)} | "
+        f"{epoch} / {planned} | {_minutes(sum(history['seconds']))} so far | {_hardware(_config_record(run_dir))} | "
         "stopped mid-run; the ladder command continues it |"
     )
 
