@@ -20,6 +20,9 @@ def test_hardware_names_the_cpu_model_threads_and_bf16_support(monkeypatch):
     assert describe_hardware(torch.device("cpu")) == "Intel(R) Xeon(R) Platinum 8481C, 2 threads, AMX-BF16"
     monkeypatch.setattr("cifarlab.training.device._cpuinfo", lambda: "model name : AMD EPYC 9B14\nflags : avx2\n")
     assert describe_hardware(torch.device("cpu")) == "AMD EPYC 9B14, 2 threads, no bf16 hardware"
+    masked = "cpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags : avx512_bf16\n"
+    monkeypatch.setattr("cifarlab.training.device._cpuinfo", lambda: masked)
+    assert describe_hardware(torch.device("cpu")) == "AMD EPYC (family 25, model 17), 2 threads, AVX512-BF16"
 
 
 def test_cuda_without_cuda_is_a_clear_error():

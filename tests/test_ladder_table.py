@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ladder_table.py"
+from tests.factories import load_script
 
 
 @pytest.fixture(scope="module")
 def ladder_table():
-    spec = importlib.util.spec_from_file_location("ladder_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ladder_table")
 
 
 def _history(run_dir: Path, rows: list[tuple[int, float, float]]) -> None:

@@ -39,7 +39,9 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def describe_hardware(device: torch.device) -> str:
-    """What a run's speed depends on, in words: 'NVIDIA H200' or 'AMD EPYC, 2 threads, AVX512-BF16'.
+    """What a run's speed depends on, in words: 'NVIDIA H200' or 'AMD EPYC 9B14, 2 threads, AVX512-BF16'.
+
+    A CPU whose model name is masked to a bare 'AMD EPYC' is named by its family and model numbers as well.
 
     Times from different machines are not comparable; run records and reports carry this beside every figure.
     """
@@ -48,6 +50,10 @@ def describe_hardware(device: torch.device) -> str:
     info = _cpuinfo()
     name = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
     model = " ".join(name.group(1).split()) if name else platform.processor() or platform.machine() or "unknown CPU"
+    if not re.search(r"\d", model):  # a masked name ('AMD EPYC') hides machines of different speeds: add the model
+        family, number = (re.search(rf"^{key}\s*:\s*(\d+)$", info, re.MULTILINE) for key in ("cpu family", "model"))
+        if family and number:
+            model += f" (family {family.group(1)}, model {number.group(1)})"
     bf16 = "AMX-BF16" if "amx_bf16" in info else "AVX512-BF16" if "avx512_bf16" in info else "no bf16 hardware"
     return f"{model}, {torch.get_num_threads()} threads, {bf16}"
 
