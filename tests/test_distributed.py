@@ -3,9 +3,12 @@
 Two ranks that share each global batch end with the weights of one process given the same batch, up to float32
 rounding: each rank's backward sums the gradient over its half of the batch, DistributedDataParallel adds the two
 halves and halves the sum, where one process sums the whole batch in one go. Those sums are the same numbers added
-in another order, so they differ in the last bits (about 1e-7 relative), and a few SGD steps carry that forward;
-8e-7 was seen after 15 steps, the test allows 1e-5. A network without BatchNorm and dropout, with no augmentation,
-keeps everything else identical.
+in another order, so they differ in the last bits (about 1e-6 of the largest gradient, one step measured on an AVX2
+EPYC against float64), and 15 SGD steps at lr 0.05 on 80 images, a run on the edge of chaos, carry that forward
+unevenly across CPUs: 8e-7 in the weights on AVX512 machines, 8e-5 on an AVX2 EPYC (family 25, model 1). A real
+difference is far larger in the same run: lr 1 % higher moves the weights by 1.5, a gradient summed rather than
+averaged over the ranks (lr doubled) by 1.45. The test allows 1e-3. A network without BatchNorm and dropout, with
+no augmentation, keeps everything else identical.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from safetensors.torch import load_file
 
 from cifarlab.data.augment import AugmentConfig
 from cifarlab.data.loader import BatchLoader, Normalization
+from cifarlab.training.history import History
 from cifarlab.training.resume import load_resume_state
 from tests.factories import make_split
 from tests.test_signals import assert_same_as_whole, run_cifarlab, setup, train_argv  # noqa: F401
 
-TOLERANCE = 1e-5
+TOLERANCE = 1e-3  # weights of about 0.1-0.8; rounding gave up to 8e-5, a 1 % change of lr 1.5
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,10 @@ def test_two_ranks_end_with_the_weights_of_one_process(setup, two_ranks):  # noq
     one, two = load_file(str(setup["whole"] / "model.safetensors")), load_file(str(two_ranks / "model.safetensors"))
     assert one.keys() == two.keys()
     assert max((one[key] - two[key]).abs().max().item() for key in one) < TOLERANCE
-    assert (two_ranks / "history.csv").read_text().count("\n") == 1 + 3
+    whole, ranks = (History.from_csv(run / "history.csv") for run in (setup["whole"], two_ranks))
+    assert len(ranks) == 3  # every epoch once, written by rank 0 alone
+    # the training loss over both halves of each batch, not rank 0's half alone
+    assert ranks.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-4)
 
 
 def test_a_stopped_distributed_run_resumes_on_as_many_ranks(setup, two_ranks):  # noqa: F811
