@@ -35,7 +35,7 @@ from cifarlab.models import create_model
 from cifarlab.models.fast_dropout import set_fast_dropout
 from cifarlab.models.keras_cnn import set_fusion
 from cifarlab.presets import get_preset
-from cifarlab.training.device import autocast, cpu_has_fast_bf16, resolve_device
+from cifarlab.training.device import autocast, resolve_device, resolve_precision
 from cifarlab.training.schedules import build_optimizer
 
 DEVICE = torch.device("cpu")  # set by --device
@@ -44,9 +44,9 @@ KERAS_VENV = Path(os.environ.get("CIFARLAB_KERAS_VENV", "/tmp/cifarlab-keras-ven
 
 
 def ceiling_dtype() -> torch.dtype:
-    """The dtype of the matmul ceiling: bf16 where the device has bf16 hardware; fp32 on a CPU without it, whose
-    emulated bf16 matmul is no ceiling (and takes minutes at 4096^2)."""
-    return torch.bfloat16 if DEVICE.type == "cuda" or cpu_has_fast_bf16() else torch.float32
+    """The dtype of the matmul ceiling: the one training autocasts to here (`--precision auto`). A CPU without bf16
+    hardware trains in fp32, and its emulated bf16 matmul is no ceiling (it takes minutes at 4096^2)."""
+    return torch.bfloat16 if resolve_precision("auto", DEVICE) == "bf16" else torch.float32
 
 
 def matmul_ceiling() -> float:
