@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from cifarlab.training.device import set_flush_denormal_all_threads
+from cifarlab.training.device import describe_hardware, set_flush_denormal_all_threads
 
 TINY = torch.finfo(torch.float32).tiny  # 1.18e-38: below it, float32 is subnormal
 
@@ -73,15 +72,6 @@ def time_step(
     return 1e3 * total / steps, 1e3 * cpu / steps
 
 
-def cpu_name() -> str:
-    """The CPU's model name."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "unknown CPU"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
-
-
 def main() -> None:
     """Time the cases side by side and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     supported = torch.set_flush_denormal(True)
     torch.set_flush_denormal(False)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}")
+    print(f"torch {torch.__version__}, {describe_hardware(torch.device('cpu'))}")
     print(f"flush-to-zero supported here: {supported}; Adam (default foreach) on {args.numel:,} float32 weights")
     cases = {}
     for fraction in (float(f) for f in args.fractions.split(",")):

@@ -35,7 +35,7 @@ from cifarlab.models import create_model
 from cifarlab.models.fast_dropout import set_fast_dropout
 from cifarlab.models.keras_cnn import set_fusion
 from cifarlab.presets import get_preset
-from cifarlab.training.device import autocast, resolve_device, resolve_precision
+from cifarlab.training.device import autocast, describe_hardware, resolve_device, resolve_precision
 from cifarlab.training.schedules import build_optimizer
 
 DEVICE = torch.device("cpu")  # set by --device
@@ -78,18 +78,6 @@ def _synthetic_split(n: int, seed: int = 0) -> Split:
     g = torch.Generator().manual_seed(seed)
     split = Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.randint(0, 10, (n,)))
     return split.to(DEVICE)
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its AMX flags, for the tables' headers."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    extras = [flag for flag in ("amx_bf16", "avx512_bf16") if f" {flag}" in flags]
-    return f"{name} ({', '.join(extras) or 'no bf16 hardware'})"
 
 
 def make_train_step(
@@ -372,7 +360,7 @@ def main() -> None:
         parser.error("--keras, --threads and --profile measure the CPU: use them with --device cpu")
     LEVERS.update(dropout=args.dropout, fuse=args.fuse)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, {cpu_name()}")
+    print(f"torch {torch.__version__}, {os.cpu_count()} cpus, {describe_hardware(torch.device('cpu'))}")
     print(f"dropout {args.dropout}, fused chains {args.fuse} (the --levers table sets its own)")
     if DEVICE.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(DEVICE)}")
