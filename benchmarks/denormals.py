@@ -11,7 +11,7 @@ times slower. TensorFlow sets flush-to-zero on the CPU; PyTorch does so only whe
 `torch.set_flush_denormal` sets the flag of the calling thread only. OpenMP's worker threads copy it when they
 are created, so it reaches them only if it is set before the first parallel op; set later,
 the other threads keep computing with subnormals. The row "all threads" sets it in every OpenMP thread
-(`cifarlab.training.device.set_flush_denormal_all_threads`, which CPU runs use, through libgomp's GOMP_parallel;
+(`cifarlab.device.set_flush_denormal_all_threads`, which CPU runs use, through libgomp's GOMP_parallel;
 GNU OpenMP only, which PyTorch's Linux wheels use).
 
 The table times one `torch.optim.Adam` step on a parameter the size of proyecto6/9's Dense(512) layer, whose
@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from cifarlab.training.device import describe_hardware, set_flush_denormal_all_threads
+from cifarlab.device import describe_hardware, set_flush_denormal_all_threads
 
 TINY = torch.finfo(torch.float32).tiny  # 1.18e-38: below it, float32 is subnormal
 

@@ -34,7 +34,7 @@ from PIL import Image
 def make_checkpoint(preset: str, folder: Path) -> Path:
     """An untrained checkpoint of `preset`'s model, written as the trainer writes one."""
     import cifarlab
-    from cifarlab.training.checkpoint import save_checkpoint
+    from cifarlab.inference.checkpoint import save_checkpoint
 
     config = cifarlab.get_preset(preset).config
     model = cifarlab.create_model(config.model)

@@ -30,12 +30,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import BatchLoader, Normalization
+from cifarlab.device import autocast, describe_hardware, resolve_device, resolve_precision
 from cifarlab.evaluation.tta import TTA
 from cifarlab.models import create_model
 from cifarlab.models.fast_dropout import set_fast_dropout
 from cifarlab.models.keras_cnn import set_fusion
 from cifarlab.presets import get_preset
-from cifarlab.training.device import autocast, describe_hardware, resolve_device, resolve_precision
 from cifarlab.training.schedules import build_optimizer
 
 DEVICE = torch.device("cpu")  # set by --device

@@ -18,9 +18,9 @@ from torch import nn
 import cifarlab
 from cifarlab.api import resolve_config
 from cifarlab.data import load_dataset
+from cifarlab.device import autocast
 from cifarlab.evaluation.metrics import evaluate_model
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.device import autocast
 
 p = argparse.ArgumentParser()
 p.add_argument("--bn-momentum", type=float, default=None)  # None: the preset's (Keras 0.99 = torch 0.01)

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from cifarlab.presets import get_preset
-from cifarlab.reports.run_files import load_run
+from cifarlab.reports.saved_run import load_run
 from cifarlab.training.history import History
 
 START, END = "<!-- ladder-table -->", "<!-- /ladder-table -->"

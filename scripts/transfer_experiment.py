@@ -41,10 +41,10 @@ import torch
 from torch import nn
 
 import cifarlab
-from cifarlab._io import write_json, write_text
+from cifarlab._io.atomic import write_json, write_text
 from cifarlab.data import Split
 from cifarlab.data.dataset import select_classes
-from cifarlab.training.device import autocast
+from cifarlab.device import autocast
 
 SOURCE = ("airplane", "automobile", "bird", "cat", "deer")
 TARGET = ("dog", "frog", "horse", "ship", "truck")

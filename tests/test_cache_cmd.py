@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarlab._io import write_cache
+from cifarlab._io.cache_file import write_cache
 from cifarlab.cache import cache_usage, prune_cache, scan_cache
 from cifarlab.cli import main
 from cifarlab.data.folder import load_image_folder
@@ -91,7 +91,7 @@ def test_a_cache_hit_counts_as_a_use(home, tmp_path):
 
 
 def _root_of(path: Path) -> str:
-    from cifarlab._io import read_cache_meta
+    from cifarlab._io.cache_file import read_cache_meta
 
     return read_cache_meta(path)["key"]["root"]
 

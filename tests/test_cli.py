@@ -7,7 +7,19 @@ import pytest
 from cifarlab.cli import build_parser, main
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-SUBCOMMANDS = ["presets", "models", "train", "evaluate", "predict", "export", "serve", "report", "compare", "cache"]
+SUBCOMMANDS = [
+    "presets",
+    "models",
+    "train",
+    "ladder",
+    "evaluate",
+    "predict",
+    "export",
+    "serve",
+    "report",
+    "compare",
+    "cache",
+]
 
 
 @pytest.mark.parametrize("command", [None, *SUBCOMMANDS])

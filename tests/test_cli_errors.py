@@ -7,6 +7,7 @@ that got past its error would fail the test rather than train). `--debug` adds t
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import torch
 from cifarlab import cli
 from cifarlab.cli import main
 from cifarlab.config import RunConfig
+from cifarlab.inference.checkpoint import save_checkpoint
 from cifarlab.models import create_model
-from cifarlab.training.checkpoint import save_checkpoint
 from cifarlab.training.resume import RESUME_NAME, save_resume_state
 from tests.factories import make_dataset, write_image_folder
 
@@ -267,3 +268,26 @@ def test_a_bug_is_one_line_without_debug_and_a_traceback_with_it(monkeypatch, ca
 def test_debug_after_a_double_dash_is_an_argument_not_the_flag(capsys):
     assert main(["models", "--", "--debug"]) == 2  # the pattern '--debug' matches no model
     assert capsys.readouterr().err.strip() == "cifarlab: error: no model matches '--debug' (see 'cifarlab models')"
+
+
+def test_a_missing_optional_extra_is_one_line_naming_the_pip_command(tmp_path, monkeypatch, capsys):
+    # as after `pip install .` alone: the serve extra's modules cannot be imported
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    for name in ("cifarlab.serve.app", "cifarlab.serve"):  # imported afresh, so that they meet the missing module
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert main(["serve", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "cifarlab: error: cifarlab serve needs fastapi, from the 'serve' extra: pip install 'cifarlab[serve]'"
+
+
+def test_the_extras_map_matches_pyproject():
+    from cifarlab.extras import EXTRA_MODULES
+
+    tomllib = pytest.importorskip("tomllib")
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    declared = extras["optional-dependencies"]
+    for module, extra in EXTRA_MODULES.items():
+        assert extra in declared, (module, extra)
+    for extra in ("serve", "export", "tensorboard", "mlflow"):  # every extra a command needs is mapped
+        assert extra in EXTRA_MODULES.values()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import cifarlab
-from cifarlab.training.device import describe_hardware, resolve_device, resolve_precision
+from cifarlab.device import describe_hardware, resolve_device, resolve_precision
 from tests.factories import make_dataset
 
 
@@ -15,13 +15,13 @@ def test_auto_device_and_precision_follow_the_machine():
 
 def test_hardware_names_the_cpu_model_threads_and_bf16_support(monkeypatch):
     cpuinfo = "processor : 0\nmodel name\t: Intel(R) Xeon(R)  Platinum 8481C\nflags : fpu amx_bf16 avx512_bf16\n"
-    monkeypatch.setattr("cifarlab.training.device._cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr("cifarlab.device._cpuinfo", lambda: cpuinfo)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert describe_hardware(torch.device("cpu")) == "Intel(R) Xeon(R) Platinum 8481C, 2 threads, AMX-BF16"
-    monkeypatch.setattr("cifarlab.training.device._cpuinfo", lambda: "model name : AMD EPYC 9B14\nflags : avx2\n")
+    monkeypatch.setattr("cifarlab.device._cpuinfo", lambda: "model name : AMD EPYC 9B14\nflags : avx2\n")
     assert describe_hardware(torch.device("cpu")) == "AMD EPYC 9B14, 2 threads, no bf16 hardware"
     masked = "cpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags : avx512_bf16\n"
-    monkeypatch.setattr("cifarlab.training.device._cpuinfo", lambda: masked)
+    monkeypatch.setattr("cifarlab.device._cpuinfo", lambda: masked)
     assert describe_hardware(torch.device("cpu")) == "AMD EPYC (family 25, model 17), 2 threads, AVX512-BF16"
 
 
@@ -56,7 +56,7 @@ def test_trains_on_cuda(preset, tmp_path):
 
 
 def test_flush_denormals_flushes_in_multithreaded_ops_and_turns_off():
-    from cifarlab.training.device import flush_denormals, set_flush_denormal_all_threads
+    from cifarlab.device import flush_denormals, set_flush_denormal_all_threads
 
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from cifarlab._io import read_cache, write_cache
+from cifarlab._io.cache_file import read_cache, write_cache
 from cifarlab.cli import main
 from cifarlab.data.cifar10 import load_cifar10
 from cifarlab.data.folder import load_image_folder
 from cifarlab.data.loader import Normalization
+from cifarlab.inference.checkpoint import meta_path, read_checkpoint, save_checkpoint
 from cifarlab.models import create_model
-from cifarlab.training.checkpoint import meta_path, read_checkpoint, save_checkpoint
 from cifarlab.training.resume import load_resume_state, save_resume_state
 from cifarlab.transfer.features import cached_features
 from tests.data.conftest import build_fake_cifar

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from cifarlab._io import atomic_path, write_text
+from cifarlab._io.atomic import atomic_path, write_text
 
 
 def test_an_atomic_write_gets_the_mode_a_plain_open_gives(tmp_path):

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from cifarlab.cli import main
 from cifarlab.ladder import SEED_LADDER, default_presets, plan_ladder, run_ladder
-from tests.factories import make_dataset
+from tests.factories import make_dataset, write_image_folder
 from tests.test_resume import InterruptAt
 
 LADDER = dict(
@@ -115,3 +115,16 @@ def test_the_time_left_counts_the_epochs_not_yet_run(tmp_path):
     assert re.fullmatch(r"at most about \d+h\d\dm left", estimate.describe_left())
     assert estimate.epochs_left == {runs[0].run_dir: 0, runs[1].run_dir: 2}
     assert estimate.epoch_seconds[runs[1].run_dir] > 0  # proyecto4's step was timed
+
+
+def test_the_ladder_runs_on_a_small_image_folder_with_the_presets_own_hold_out(tmp_path, capsys):
+    # ~1,400 training images (as sklearn's digits): the seed's 10,000 would leave none; its 20 % leaves 1,120
+    folder = write_image_folder(tmp_path / "digits", make_dataset(train=1400, test=80))
+    runs_dir = tmp_path / "ladder"
+    args = ["ladder", "--presets", "proyecto1,proyecto4", "--epochs-scale", "0.01", "--data", str(folder),
+            "--runs-dir", str(runs_dir), "--precision", "fp32", "--quiet"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    for preset in ("proyecto1", "proyecto4"):
+        record = json.loads((runs_dir / f"{preset}-s0" / "config.json").read_text())
+        assert record["dataset"]["train"] == 1120 and record["dataset"]["val"] == 280
+        assert (runs_dir / f"{preset}-s0" / "metrics.json").is_file()

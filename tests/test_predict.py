@@ -179,3 +179,11 @@ def test_tta_changes_the_views(tmp_path, clf):
 def test_cli_rejects_bad_options(run, tmp_path, capsys, argv, message):
     assert main(["predict", str(run), str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_a_folder_without_images(run, tmp_path, capsys):
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    (tmp_path / "empty" / "notes" / "readme.txt").write_text("no pictures here")
+    assert main(["predict", str(run), str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "empty: no image files in this folder or below" in err and len(err.strip().splitlines()) == 1

@@ -109,6 +109,9 @@ def test_chunked_upload_over_the_limit_is_cut_off_by_bytes_received(client):
 def test_bad_top_k(client):
     answer = client.post("/predict?top_k=9", files=[("file", ("ok.png", png(), "image/png"))])
     assert answer.status_code == 400 and "top_k must be between 1 and 4" in answer.json()["detail"]
+    answer = client.post("/predict?top_k=abc", files=[("file", ("ok.png", png(), "image/png"))])
+    assert answer.status_code == 400 and answer.json()["detail"].startswith("top_k: ")
+    assert "got 'abc'" in answer.json()["detail"]
 
 
 def test_batcher_dispatches_at_once_when_idle_and_batches_under_load():

@@ -3,8 +3,8 @@
 Every stopped run is resumed with `cifarlab train --resume` and must end with the same weights, to the bit, as
 one run never stopped (CPU, fp32), with every epoch once in history.csv and no damaged file left behind.
 
-A `sitecustomize.py` on PYTHONPATH (`signal_hook`) gives a child process a callback that sends a signal at a
-chosen step, so each stop lands at a known point without timing guesses.
+A `sitecustomize.py` on PYTHONPATH (`HOOK`) gives a child process a callback that sends a signal at a chosen step,
+or freezes the write of a chosen file halfway, so each stop lands at a known point without timing guesses.
 """
 
 from __future__ import annotations
@@ -56,6 +56,32 @@ if spec:
     make = api._make_trainer
     api._make_trainer = lambda config, dataset, run_dir, callbacks: make(
         config, dataset, run_dir, [*(callbacks or []), SendSignal()])
+
+stall = os.environ.get("CIFARLAB_TEST_STALL_WRITE")  # NAME:BYTES:replace|new
+if stall:
+    import time
+    from contextlib import contextmanager
+    from pathlib import Path
+    import cifarlab._io.atomic as atomic
+
+    stall_name, stall_size, stall_when = stall.rsplit(":", 2)
+    atomic_path = atomic.atomic_path
+
+    @contextmanager
+    def stalling_atomic_path(path):
+        # The write of NAME ('replace': over an existing file, 'new': the first one) stops once its writer is done,
+        # before the flush and the move into place: the temporary file is cut to BYTES, one line goes to stderr,
+        # and the process sleeps until the test kills it, as if killed in the middle of the write.
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            yield tmp
+            if path.name == stall_name and path.exists() == (stall_when == "replace"):
+                os.truncate(tmp, min(int(stall_size), tmp.stat().st_size))
+                os.write(2, f"cifarlab-test: stalled writing {path} at byte {stall_size}\\n".encode())
+                while True:
+                    time.sleep(60)
+
+    atomic.atomic_path = stalling_atomic_path  # write_text, write_json and write_with look it up at each call
 """
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import cifarlab
+from cifarlab.device import describe_hardware
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from cifarlab.training.device import describe_hardware
 from cifarlab.training.history import HISTORY_COLUMNS, History
 from tests.factories import make_dataset
 

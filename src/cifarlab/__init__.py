@@ -1,17 +1,17 @@
 """cifarlab: train, compare, inspect and ship small-image classifiers."""
 
-__version__ = "0.1.0"
-
-from cifarlab.api import RunResult, evaluate, load, resolve_config, resume, train  # noqa: E402
-from cifarlab.classifier import Classifier  # noqa: E402
-from cifarlab.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
-from cifarlab.data import Dataset, Split, load_dataset  # noqa: E402
-from cifarlab.ladder import run_ladder  # noqa: E402
-from cifarlab.models import count_params, create_model, list_models  # noqa: E402
-from cifarlab.presets import get_preset, list_presets  # noqa: E402
-from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint  # noqa: E402
-from cifarlab.training.history import History  # noqa: E402
-from cifarlab.training.trainer import Trainer  # noqa: E402
+from cifarlab._version import __version__ as __version__
+from cifarlab.api import RunResult, evaluate, resolve_config, resume, train
+from cifarlab.config import DataConfig, RunConfig, TrainConfig
+from cifarlab.data import Dataset, Split, load_dataset
+from cifarlab.inference.classifier import Classifier
+from cifarlab.inference.load import load
+from cifarlab.ladder import run_ladder
+from cifarlab.models import count_params, create_model, list_models
+from cifarlab.presets import get_preset, list_presets
+from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from cifarlab.training.history import History
+from cifarlab.training.trainer import Trainer
 
 __all__ = [
     "Callback",

@@ -5,55 +5,39 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import platform
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from cifarlab import __version__
-from cifarlab._io import NoSpaceError, locked_dir, write_json
-from cifarlab.classifier import Classifier
+from cifarlab._io.atomic import NoSpaceError
+from cifarlab._io.locks import locked_dir
 from cifarlab.config import (
-    DataConfig,
+    SHORT_KEYS,
     RunConfig,
-    TrainConfig,
-    TransferConfig,
     apply_overrides,
     config_from_dict,
     load_toml,
 )
 from cifarlab.data import Dataset, load_dataset
 from cifarlab.data.dataset import select_classes
+from cifarlab.device import describe_hardware
 from cifarlab.evaluation.metrics import EvalResult
+from cifarlab.inference.load import load
 from cifarlab.models.registry import list_models, unknown_name_message
+from cifarlab.models.summary import count_params
 from cifarlab.presets import DEFAULT_PRESET, get_preset
-from cifarlab.reports.plots import plot_history
-from cifarlab.reports.report import finish_run
-from cifarlab.reports.run_files import PREDICTIONS_NAME, run_facts, save_predictions
-from cifarlab.training.callbacks import Callback
-from cifarlab.training.checkpoint import CHECKPOINT_NAME
-from cifarlab.training.device import describe_hardware
+from cifarlab.reports.report import write_report
+from cifarlab.training.callbacks import Callback, stop_reason
 from cifarlab.training.distributed import Distributed, env_rank, init_from_env
 from cifarlab.training.history import History
-from cifarlab.training.resume import RESUME_NAME, load_resume_state
+from cifarlab.training.resume import load_resume_state
+from cifarlab.training.run_dir import RunFiles, make_run_dir, run_record
 from cifarlab.training.signals import TrainingStopped
 from cifarlab.training.trainer import Trainer
 from cifarlab.transfer.trainer import TransferTrainer
-
-if TYPE_CHECKING:
-    from cifarlab.export.runtime import OnnxClassifier
-
-_SHORT_KEYS = {
-    **{f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)},
-    **{f.name: f"train.{f.name}" for f in dataclasses.fields(TrainConfig)},
-    **{f.name: f"transfer.{f.name}" for f in dataclasses.fields(TransferConfig)},
-    "data": "data.source",
-}
 
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> RunConfig:
@@ -75,7 +59,7 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
         raise ValueError(f"preset in {config_file} must be a preset name (a string), got {named!r}")
     config = get_preset(preset or named or DEFAULT_PRESET).config
     config = apply_overrides(config, toml)
-    expanded = {_SHORT_KEYS.get(key, key): value for key, value in overrides.items()}
+    expanded = {SHORT_KEYS.get(key, key): value for key, value in overrides.items()}
     config = apply_overrides(config, expanded)
     if config.model not in list_models():  # fail now, not after the data has loaded
         raise KeyError(unknown_name_message("model", config.model, list_models(), "models"))
@@ -106,38 +90,6 @@ class RunResult:
         return ", ".join(parts)
 
 
-def make_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
-    """The run directory: `config.out`, or runs/<preset>-<timestamp> (made unique).
-
-    Raises:
-        ValueError: if `--out` is not empty, or the directory cannot be made or written to (before any training).
-    """
-    if config.out is not None:
-        path = Path(config.out)
-        if path.is_dir() and any(path.iterdir()):
-            raise ValueError(f"--out {path} exists and is not empty; choose a new directory")
-        _make_writable_dir(path, f"--out {path}")
-        return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{config.preset}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    _make_writable_dir(path, f"run directory {path} (choose another with --out)")
-    return path
-
-
-def _make_writable_dir(path: Path, name: str) -> None:
-    """Create `path` (and its parents) and check a file can be written in it; else a one-line ValueError."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise ValueError(f"{name}: cannot write there ({error.strerror or error})") from None
-
-
 def _make_shared_run_dir(config: RunConfig, dist: Distributed) -> Path:
     """make_run_dir on rank 0; its path, or its error, on every rank."""
     if not dist.enabled:
@@ -152,17 +104,6 @@ def _make_shared_run_dir(config: RunConfig, dist: Distributed) -> Path:
     if error is not None:
         raise ValueError(error)
     return path
-
-
-def git_revision() -> str | None:
-    """The git commit of the cifarlab source, when it runs from a checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def train(
@@ -195,7 +136,7 @@ def train(
     """
     config = config or resolve_config(preset, config_file, **overrides)
     dist = init_from_env(config.device)  # under torchrun: this process's rank; rank 0 writes the run directory
-    dataset = dataset if dataset is not None else _load_training_data(config)
+    dataset = dataset if dataset is not None else load_training_data(config)
     run_dir = _make_shared_run_dir(config, dist)
     with locked_dir(run_dir) if dist.is_main else contextlib.nullcontext():  # no `--resume` of it while it trains
         try:
@@ -205,7 +146,7 @@ def train(
                 run_dir.rmdir()
             raise
         if dist.is_main:
-            write_json(run_dir / "config.json", _run_record(trainer, dataset))
+            RunFiles(run_dir).write_record(_run_record(trainer, dataset))
         return _fit_and_save(trainer, run_dir)
 
 
@@ -232,7 +173,7 @@ def resume(
         ValueError: if the run has finished, has no resume state, or the data differs from the run's.
     """
     run_dir = Path(run_dir)
-    record_path = run_dir / "config.json"
+    record_path = RunFiles(run_dir).config
     if not record_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a cifarlab run directory (no config.json)")
     with locked_dir(run_dir) if env_rank() == 0 else contextlib.nullcontext():  # rank 0 of a distributed run
@@ -242,11 +183,11 @@ def resume(
 def _resume(
     run_dir: Path, record_path: Path, dataset: Dataset | None, callbacks: list[Callback] | None, quiet: bool | None
 ) -> RunResult:
-    resume_path = run_dir / RESUME_NAME
-    if not resume_path.is_file():
-        if (run_dir / "metrics.json").is_file():
+    files = RunFiles(run_dir)
+    if not files.resume.is_file():
+        if files.is_finished():
             raise ValueError(f"run {run_dir} has finished; there is nothing to resume")
-        raise ValueError(f"run {run_dir} stopped before its first epoch ended (no {RESUME_NAME}); start it again")
+        raise ValueError(f"run {run_dir} stopped before its first epoch ended (no {files.resume.name}); start it again")
     try:
         record = json.loads(record_path.read_text())
         config = config_from_dict(record["config"])
@@ -254,11 +195,10 @@ def _resume(
         raise ValueError(f"{record_path} is not a readable run record ({type(error).__name__}: {error})") from None
     if quiet is not None:
         config = dataclasses.replace(config, quiet=quiet)
-    state = load_resume_state(resume_path)
+    state = load_resume_state(files.resume)
     if env_rank() == 0:
-        for leftover in run_dir.glob(".*.tmp"):  # a write cut short by a crash (the file it was replacing is whole)
-            leftover.unlink(missing_ok=True)
-    dataset = dataset if dataset is not None else _load_training_data(config)
+        files.drop_leftovers()
+    dataset = dataset if dataset is not None else load_training_data(config)
     trainer = _make_trainer(config, dataset, run_dir, callbacks)
     now = json.loads(json.dumps(_dataset_record(trainer, dataset)))  # as config.json holds it
     if now != record.get("dataset"):
@@ -268,7 +208,8 @@ def _resume(
     return _fit_and_save(trainer, run_dir)
 
 
-def _load_training_data(config: RunConfig) -> Dataset:
+def load_training_data(config: RunConfig) -> Dataset:
+    """The dataset a run config names (`config.data`), loaded (and for an image folder decoded and cached)."""
     data = config.data
     return load_dataset(
         data.source,
@@ -286,17 +227,8 @@ def _make_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks:
 
 def _run_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
     """config.json: the resolved config (a transfer run names its backbone's architecture), versions, data."""
-    return {
-        "config": trainer.config.to_dict(),
-        "git_revision": git_revision(),
-        "cifarlab_version": __version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "device": str(trainer.device),
-        "hardware": describe_hardware(trainer.device),
-        "precision": trainer.precision,
-        "dataset": _dataset_record(trainer, dataset),
-    }
+    return run_record(trainer.config, device=str(trainer.device), hardware=describe_hardware(trainer.device),
+                      precision=trainer.precision, dataset=_dataset_record(trainer, dataset))  # fmt: skip
 
 
 def _dataset_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
@@ -311,8 +243,8 @@ def _dataset_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
 
 
 def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
-    """Train to the end, test, and write the model, metrics and plots; then drop the resume state."""
-    config = trainer.config
+    """Train to the end, test, and write the model, metrics and report; then drop the resume state."""
+    config, files = trainer.config, RunFiles(run_dir)
     nproc = f" --nproc {trainer.dist.world_size}" if trainer.dist.enabled else ""
     again = f"cifarlab train --resume {run_dir}{nproc}"
     try:
@@ -320,62 +252,66 @@ def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
     except TrainingStopped as stop:  # a signal: the state was saved at a step boundary
         raise TrainingStopped(stop.signum, f"continue with: {again}") from None
     except KeyboardInterrupt:
-        if (run_dir / RESUME_NAME).is_file():
+        if files.resume.is_file():
             raise KeyboardInterrupt(f"continue with: {again}") from None
         raise
     except NoSpaceError as error:
-        if (run_dir / RESUME_NAME).is_file():
+        if files.resume.is_file():
             raise NoSpaceError(error.errno, f"{error}; make room, then continue with: {again}") from None
         raise
     best_epoch = trainer.restore_best()
+    trainer.log("testing the final model" + (" with test-time augmentation" if config.train.tta else ""))
     test = trainer.evaluate(trainer.test_split, tta=config.train.tta)
     val_split = trainer.val_split  # its predictions let the report fit a temperature on validation, never on test
     val_eval = trainer.evaluate(val_split, tta=config.train.tta) if val_split is not None else None
     train_seconds = sum(history.history["seconds"])
+    result = RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
     if not trainer.dist.is_main:  # rank 0 writes the run's files
-        return RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
-    save_predictions(run_dir / PREDICTIONS_NAME, test, trainer.test_split.labels, val_eval,
-                     val_split.labels if val_split is not None else None)  # fmt: skip
+        return result
+    files.write_predictions(_probabilities(test), trainer.test_split.labels,
+                            _probabilities(val_eval) if val_eval is not None else None,
+                            val_split.labels if val_split is not None else None)  # fmt: skip
     val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
-    trainer.save_model(
-        run_dir / CHECKPOINT_NAME,
-        metrics={"test_accuracy": test.accuracy, "test_loss": test.loss, **val},
-        epoch=best_epoch or trainer.epoch,
-    )
-    write_json(
-        run_dir / "metrics.json",
-        {
-            "test_accuracy": test.accuracy,
-            "test": test.to_dict(trainer.class_names),
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "train_seconds": train_seconds,
-            **val,
-            **run_facts(trainer),
-        },
-    )
-    plot_history(history, run_dir)
-    finish_run(trainer, run_dir)  # report.html, then the trackers' artifacts; a failure here only prints a note
-    (run_dir / RESUME_NAME).unlink(missing_ok=True)
-    return RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
+    metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss, **val}
+    files.write_checkpoint(trainer.model, trainer.checkpoint_meta(metrics, epoch=best_epoch or trainer.epoch))
+    counts = count_params(trainer.model)
+    files.write_metrics({
+        "test_accuracy": test.accuracy,
+        "test": test.to_dict(trainer.class_names),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "train_seconds": train_seconds,
+        **val,
+        "stopped": stop_reason(trainer.callbacks, trainer.epoch, config.train.epochs),
+        "notes": list(trainer.notes),
+        "params": {"total": counts.total, "trainable": counts.trainable, "non_trainable": counts.non_trainable},
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    })  # fmt: skip
+    _finish_run(trainer, run_dir)
+    files.drop_resume()
+    return result
 
 
-def load(path: str | Path, *, device: str = "auto", precision: str = "auto") -> Classifier | OnnxClassifier:
-    """Load a trained model from a run directory, a checkpoint file or an exported .onnx file.
+def _probabilities(result: EvalResult) -> torch.Tensor:
+    if result.probabilities is None:
+        raise ValueError("the evaluation kept no probabilities to save")
+    return result.probabilities
 
-    An .onnx file runs on ONNX Runtime (CPU; `device` and `precision` do not apply) with the same methods.
 
-    Example:
-        >>> clf = cifarlab.load("runs/proyecto4-20261128-101500")
-        >>> probabilities = clf.predict(images)  # (N, 3, 32, 32) uint8
-        >>> clf.predict_files(["cat.jpg", "photos/"], top_k=3)[0].classes
-        ['cat', 'dog', 'deer']
+def _finish_run(trainer: Trainer, run_dir: Path) -> None:
+    """At the end of a run: the report (as `cifarlab report RUN` draws it), then the trackers log the run's files.
+
+    Training is over and its results are saved by then, so a failure here prints a note instead of failing the run.
     """
-    if Path(path).suffix.lower() == ".onnx":
-        from cifarlab.export.runtime import OnnxClassifier
-
-        return OnnxClassifier(path)
-    return Classifier.load(path, device=device, precision=precision)
+    trainer.log("writing the report")
+    try:
+        write_report(run_dir, test_images=trainer.test_split.images)
+    except Exception as error:  # the run is saved; `cifarlab report` can try again
+        trainer.log(f"note: report.html not written ({type(error).__name__}: {error}); "
+                    f"try again with: cifarlab report {run_dir}")  # fmt: skip
+    for callback in trainer.callbacks:
+        if hasattr(callback, "on_run_saved"):
+            callback.on_run_saved(run_dir)
 
 
 def evaluate(

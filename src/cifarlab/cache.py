@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab._download import cache_home
-from cifarlab._io import read_cache_meta
+from cifarlab._io.cache_file import read_cache_meta
 
 CACHE_KINDS = ("cifar10", "folders", "features", "weights")
 _CACHE_SUFFIXES = {"cifar10": ".npz", "folders": ".npz", "features": ".safetensors"}  # derived, prunable
@@ -66,7 +66,7 @@ def scan_cache(root: str | Path | None = None) -> list[CacheEntry]:
         relative = path.relative_to(root)
         kind = relative.parts[0] if len(relative.parts) > 1 and relative.parts[0] in CACHE_KINDS else "other"
         if path.name.startswith(".") and path.name.endswith(".tmp"):
-            role = "temporary"  # `_io.atomic_path`'s '.<name>.<random>.tmp'
+            role = "temporary"  # `_io.atomic.atomic_path`'s '.<name>.<random>.tmp'
         elif path.name.endswith(".part"):
             role = "partial download"
         elif kind in _CACHE_SUFFIXES and path.suffix == _CACHE_SUFFIXES[kind]:

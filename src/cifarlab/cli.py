@@ -9,24 +9,22 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from cifarlab import api
+from cifarlab import api, options
+from cifarlab._version import __version__
+from cifarlab.config import RunConfig
+from cifarlab.extras import missing_extra_message
 from cifarlab.models import list_models
 from cifarlab.preset_table import preset_table
 from cifarlab.presets import DEFAULT_PRESET
 from cifarlab.training import distributed
 from cifarlab.training.signals import TrainingStopped
 
+RUN_OPTIONS = options.run_options(RunConfig)  # every flag of a run option, declared once on its config field
+LADDER_GROUPS = ("data", "machine")  # the ladder's per-run flags; it sets epochs, seed and run directory itself
 
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", metavar="SOURCE", help="'cifar10' (official archive, downloaded and cached) or an image folder "
-        "with train/ and test/ (optional val/), one subfolder per class",
-    )  # fmt: skip
-    parser.add_argument("--data-dir", metavar="DIR", help="folder already holding cifar-10-python.tar.gz or "
-                        "cifar-10-batches-py/ (nothing is downloaded)")  # fmt: skip
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"],
-                        help="auto: bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32")  # fmt: skip
+
+def _run_options(*, groups: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> list[options.RunOption]:
+    return [o for o in RUN_OPTIONS if o.group in groups or o.key in keys]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `cifarlab` command."""
     parser = _Parser(prog="cifarlab", description="Train, compare and ship CIFAR-10 classifiers.")
+    parser.add_argument("--version", action="version", version=f"cifarlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, also print the traceback (for bug "
                         "reports); may also follow the command")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,49 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a preset and save the run (checkpoint, history, metrics, plots)")
     p.add_argument("--preset", default=None, help=f"a name from 'cifarlab presets' (default {DEFAULT_PRESET})")
     p.add_argument("--config", metavar="TOML", help="run config file applied over the preset, before the flags")
-    _add_data_flags(p)
-    p.add_argument(
-        "--image-size", type=int, metavar="PIXELS", help="side image-folder images are resized to (default 32)"
-    )
-    p.add_argument("--skip-bad-images", action="store_true", default=None,
-                   help="warn about unreadable images and skip them instead of stopping")  # fmt: skip
-    p.add_argument("--val-size", type=int, metavar="N",
-                   help="images held out of train for validation, stratified (seed 10000); 0 = all train")  # fmt: skip
-    p.add_argument("--classes", metavar="NAMES", help="comma-separated class names to keep (relabelled in this order)")
-    p.add_argument("--per-class-limit", type=int, metavar="N", help="keep at most N training images per class")
-    p.add_argument("--epochs", type=int, metavar="N", help="epochs to train (the preset's by default)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per optimiser step")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--patience", type=int, metavar="EPOCHS", help="epochs without improvement before early stopping")
-    p.add_argument("--no-early-stop", action="store_true", help="run every epoch (keeps the best checkpoint)")
-    p.add_argument("--backbone", metavar="imagenet|RUN_DIR", help="transfer: the preset model's ImageNet weights "
-                   "(as proyecto10) or a cifarlab run, whose layers up to its classifier get a new head")  # fmt: skip
-    p.add_argument("--weights", metavar="PATH", help="local copy of the ImageNet weights (vgg16-397923af.pth); "
-                   "nothing is downloaded")  # fmt: skip
-    p.add_argument("--input-size", type=int, metavar="PIXELS", help="transfer: resize images (bilinear) to this side "
-                   "before the backbone, e.g. 64, 96, 224")  # fmt: skip
-    p.add_argument("--finetune", type=int, metavar="N", help="transfer: also train the backbone's last N blocks "
-                   "(default 0: frozen backbone, its features computed once and cached)")  # fmt: skip
-    p.add_argument("--backbone-lr-scale", type=float, metavar="X", help="transfer: the backbone's learning rate as "
-                   "a fraction of the head's (default 0.1)")  # fmt: skip
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--nproc", type=int, metavar="N", help="train as N processes on this machine (torchrun, "
-                   "DistributedDataParallel); --batch-size stays the global batch")  # fmt: skip
-    p.add_argument("--sync-bn", action="store_true", default=None,
-                   help="distributed on CUDA: BatchNorm statistics over all ranks (default: per rank)")  # fmt: skip
-    p.add_argument("--save-every-steps", type=int, metavar="N", help="also write resume.pt every N steps inside "
-                   "an epoch, so a resume continues mid-epoch (default: at epoch ends)")  # fmt: skip
-    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
-    p.add_argument(
-        "--seed", type=int, metavar="N", help="seed of the split, initialisation, shuffling and augmentation"
-    )
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<preset>-<timestamp>)")
-    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch, "
                    "as it was configured (only --quiet and --logger may be added)")  # fmt: skip
     p.add_argument("--logger", choices=["tensorboard", "mlflow"], help="also log the run to TensorBoard "
                    "(RUN_DIR/tensorboard) or MLflow ($MLFLOW_TRACKING_URI, else ./mlruns); needs its "
                    "extra")  # fmt: skip
+    options.add_flags(p, RUN_OPTIONS)
+    options.section_of(p, "distributed").add_argument("--nproc", type=int, metavar="N", help="train as N processes "
+                                                      "on this machine (torchrun, DistributedDataParallel); "
+                                                      "--batch-size stays the global batch")  # fmt: skip
 
     p = sub.add_parser("ladder", help="train presets one after another (default: the seed's steps), resumably, "
                        "then compare them")  # fmt: skip
@@ -108,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale every preset's epochs and patience (0.1: a shortened ladder; at least 1)")  # fmt: skip
     p.add_argument("--runs-dir", default="runs/ladder", metavar="DIR",
                    help="runs go to DIR/<preset>-s<seed> (default runs/ladder); run again to resume")  # fmt: skip
-    _add_data_flags(p)
-    p.add_argument("--weights", metavar="PATH", help="local copy of VGG16's ImageNet weights (adds proyecto10)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress bars or lines")
+    p.add_argument("--config", metavar="TOML", help="run config file applied over every preset, before the flags")
+    options.add_flags(p, _run_options(keys=("transfer.weights", "quiet")), grouped=False)  # weights: proyecto10
+    options.add_flags(p, _run_options(groups=LADDER_GROUPS))
 
     p = sub.add_parser("report", help="write a run's self-contained report.html (curves, mistakes, calibration)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
@@ -129,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a saved model on a test split and print '> accuracy'")
     p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory, its model.safetensors or an "
                    "exported .onnx file")  # fmt: skip
-    _add_data_flags(p)
+    p.add_argument("--data", metavar="SOURCE", help="'cifar10' or an image folder with a test/ subfolder "
+                   "(default: the data the model was trained on)")  # fmt: skip
+    p.add_argument("--data-dir", metavar="DIR", help="folder already holding cifar-10-python.tar.gz or "
+                   "cifar-10-batches-py/ (nothing is downloaded)")  # fmt: skip
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("cache", help="show what the cache folder holds per kind; --prune deletes stale entries")
@@ -155,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "against PyTorch")  # fmt: skip
     p.add_argument("model", metavar="MODEL", help="a run directory or its model.safetensors")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="the file format (default onnx)")
-    p.add_argument("--out", metavar="FILE", help="the file to write (default model.onnx, or model-tta.onnx with "
-                   "--tta, beside the checkpoint)")  # fmt: skip
-    p.add_argument("--tta", action="store_true", help="bake the recipe's test-time views into the graph")
+    p.add_argument("--out", metavar="FILE", help="the file to write (default model.onnx, or model-tta.onnx when "
+                   "the graph holds test-time views, beside the checkpoint)")  # fmt: skip
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="bake test-time views into "
+                   "the graph (default: those the run's test accuracy used, so the file scores what the run "
+                   "printed; --no-tta: the image alone, fewer forward passes)")  # fmt: skip
     p.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset version (default 18)")
 
     p = sub.add_parser("serve", help="serve a model over HTTP: a web page, POST /predict, GET /health and /model")
@@ -200,46 +173,18 @@ def _cache(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    overrides = {
-        "data": args.data,
-        "data_dir": args.data_dir,
-        "image_size": args.image_size,
-        "skip_bad_images": args.skip_bad_images,
-        "val_size": args.val_size,
-        "classes": tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None,
-        "per_class_limit": args.per_class_limit,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "patience": args.patience,
-        "early_stopping": () if args.no_early_stop else None,
-        "backbone": args.backbone,
-        "weights": args.weights,
-        "input_size": args.input_size,
-        "finetune": args.finetune,
-        "backbone_lr_scale": args.backbone_lr_scale,
-        "compile": args.compile,
-        "channels_last": False if args.no_channels_last else None,
-        "seed": args.seed,
-        "out": args.out,
-        "quiet": args.quiet,
-        "device": args.device,
-        "precision": args.precision,
-        "sync_bn": args.sync_bn,
-        "save_every_steps": args.save_every_steps,
-    }
+    overrides = options.overrides_from_args(args, RUN_OPTIONS)
     if args.nproc is not None:  # launch N ranks of this same command through torchrun, and wait for them
         if args.resume is None:
             api.resolve_config(args.preset, config_file=args.config, **overrides)  # a bad option: one line, here
         return distributed.launch(distributed.strip_option(args.argv, "--nproc"), args.nproc)
     if args.resume is not None:
-        given = [name for name, value in {"preset": args.preset, "config": args.config, **overrides}.items()
-                 if value is not None and name != "quiet"]  # fmt: skip
-        if given:
-            renamed = {"early_stopping": "no_early_stop", "channels_last": "no_channels_last"}
-            flags = ", ".join(f"--{renamed.get(name, name).replace('_', '-')}" for name in given)
-            raise ValueError(f"--resume continues a run as it was configured; drop {flags}")
-        result = api.resume(args.resume, quiet=args.quiet, callbacks=_trackers(args.logger))
+        given = [key for key in overrides if key != "quiet"]
+        flags = [flag for flag, value in (("--preset", args.preset), ("--config", args.config)) if value is not None]
+        if flags or given:
+            dropped = ", ".join(flags + options.flag_names(given, RUN_OPTIONS))
+            raise ValueError(f"--resume continues a run as it was configured; drop {dropped}")
+        result = api.resume(args.resume, quiet=overrides.get("quiet"), callbacks=_trackers(args.logger))
     else:
         result = api.train(args.preset, config_file=args.config, callbacks=_trackers(args.logger), **overrides)
     if distributed.env_rank() != 0:  # rank 0 speaks for a distributed run
@@ -275,15 +220,15 @@ def _ladder(args: argparse.Namespace) -> None:
     presets = [name.strip() for name in args.presets.split(",") if name.strip()] if args.presets else None
     if args.presets is not None and not presets:
         raise ValueError(f"--presets: give at least one preset name, e.g. proyecto1,proyecto4; got {args.presets!r}")
-    overrides = {"data": args.data, "data_dir": args.data_dir, "device": args.device, "precision": args.precision,
-                 "weights": args.weights}  # fmt: skip
+    overrides = options.overrides_from_args(args, RUN_OPTIONS)
     run_ladder(
         presets,
         _int_list("--seeds", args.seeds),
         runs_dir=args.runs_dir,
         epochs_scale=args.epochs_scale,
-        quiet=args.quiet,
-        **{key: value for key, value in overrides.items() if value is not None},
+        quiet=bool(overrides.pop("quiet", False)),
+        config_file=args.config,
+        **overrides,
     )
 
 
@@ -309,7 +254,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
-    classifier = api.load(args.model, device=args.device or "auto", precision=args.precision or "auto")
+    from cifarlab.inference.load import load
+
+    classifier = load(args.model, device=args.device or "auto", precision=args.precision or "auto")
     skipped = 0
     for prediction in classifier.iter_predictions(args.paths, args.top_k, batch_size=args.batch_size, tta=args.tta):
         if prediction.error is not None:
@@ -377,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cifarlab: {what}{'; ' + str(interrupt) if interrupt.args else ''}", file=sys.stderr)
         return interrupt.exit_code if isinstance(interrupt, TrainingStopped) else 130
     except Exception as error:  # not a user error: a bug, or the machine (out of memory, a driver)
+        missing = isinstance(error, ModuleNotFoundError) and missing_extra_message(error.name, args.command)
+        if missing and not debug:  # an optional extra that is not installed: a user's fix, in one line
+            print(f"cifarlab: error: {missing}", file=sys.stderr)
+            return 2
         if debug:
             raise
         detail = " ".join(f"{type(error).__name__}: {error}".split())[:500]

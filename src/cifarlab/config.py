@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cifarlab.data.augment import AugmentConfig
+from cifarlab.options import comma_list, count_or_fraction, option, short_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,19 +37,29 @@ Loss = Literal["logits", "keras_probs"]
 class DataConfig:
     """Where the images come from and how they are split and scaled."""
 
-    source: str = "cifar10"  # 'cifar10' (the official archive) or the path of an image folder
-    data_dir: str | None = None  # folder already holding the CIFAR-10 archive or cifar-10-batches-py/: no download
-    image_size: int = 32  # side in pixels that image-folder images are resized to
-    val_size: int = 10_000  # images held out of train for validation, stratified; 0 = train on all
-    skip_bad_images: bool = False  # warn about unreadable images instead of stopping
+    source: str = option("cifar10", name="--data", short="data", metavar="SOURCE", help="'cifar10' (the default: "
+                         "the official archive, downloaded and cached) or an image folder with train/ and test/ "
+                         "(optional val/), one subfolder per class")  # fmt: skip
+    data_dir: str | None = option(None, metavar="DIR", help="folder already holding cifar-10-python.tar.gz or "
+                                  "cifar-10-batches-py/ (nothing is downloaded)")  # fmt: skip
+    image_size: int = option(32, metavar="PIXELS", help="side image-folder images are resized to (default 32)")
+    # images held out of train for validation, stratified: a count, or a fraction of the train split; 0 = none
+    val_size: int | float = option(0.2, metavar="N", parse=count_or_fraction, help="images held out of train "
+                                   "for validation, stratified: a count, or a fraction such as 0.2 (the seed's "
+                                   "steps: 0.2, i.e. 10000 of CIFAR-10's 50000); 0 = all train")  # fmt: skip
+    skip_bad_images: bool = option(False, const=True, help="warn about unreadable images and skip them instead "
+                                   "of stopping")  # fmt: skip
     normalize: Normalize = "scale"  # 'scale': x/255 as Keras' rescale; 'standardize': train-split mean/std
-    classes: tuple[str, ...] | None = None  # keep only these classes (relabelled in this order); None = all
-    per_class_limit: int | None = None  # training images kept per class (seeded choice); None = all
+    classes: tuple[str, ...] | None = option(None, metavar="NAMES", parse=comma_list, help="comma-separated class "
+                                             "names to keep (relabelled in this order)")  # fmt: skip
+    per_class_limit: int | None = option(None, metavar="N", help="keep at most N training images per class")
 
     def __post_init__(self) -> None:
         _check_choice("data.normalize", self.normalize, Normalize)
         if self.image_size < 8:
             raise ValueError(f"--image-size must be at least 8 pixels, got {self.image_size}")
+        if isinstance(self.val_size, float) and not 0 < self.val_size < 1:
+            raise ValueError(f"--val-size must be a count of images or a fraction between 0 and 1, got {self.val_size}")
         if self.val_size < 0:
             raise ValueError(f"--val-size must be 0 or more, got {self.val_size}")
         if self.per_class_limit is not None and self.per_class_limit < 1:
@@ -62,11 +73,11 @@ class DataConfig:
 class TrainConfig:
     """The training recipe."""
 
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int = option(30, metavar="N", help="epochs to train (the preset's by default)")
+    batch_size: int = option(128, metavar="N", help="images per optimiser step")
     steps_per_epoch: int | None = None  # batches per epoch drawn from an endless shuffled stream; None = one pass
     optimizer: Optimizer = "adam"
-    lr: float = 1e-3  # peak learning rate
+    lr: float = option(1e-3, help="peak learning rate")
     adam_epsilon: float = 1e-7  # Keras' default (PyTorch's own default is 1e-8)
     momentum: float = 0.9  # SGD, and muon's non-filter parameters
     muon_lr: float = 0.24  # muon only: step of the conv filters, relative to their (fixed) norm
@@ -83,8 +94,10 @@ class TrainConfig:
     whiten_bias_epochs: int = 0  # AirNet: epochs its whitening bias learns, then it is frozen; 0 = always learns
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     checkpoint_best: bool = False  # Keras ModelCheckpoint(monitor='val_accuracy', save_best_only=True)
-    early_stopping: tuple[Monitor, ...] = ()  # one Keras EarlyStopping per monitor, restoring its best weights
-    patience: int = 10  # epochs without improvement before an EarlyStopping ends the run
+    # one Keras EarlyStopping per monitor, restoring its best weights
+    early_stopping: tuple[Monitor, ...] = option((), name="--no-early-stop", const=(), help="run every epoch "
+                                                 "(keeps the best checkpoint)")  # fmt: skip
+    patience: int = option(10, metavar="EPOCHS", help="epochs without improvement before early stopping")
     eval_batch_size: int = 1000
     ema: float = 0.0  # decay of an exponential moving average of the weights, used at the end; 0 = off
     tta: int = 0  # test-time augmentation of the test evaluation: 0 off, 1 mirror, 2 mirror + 1-pixel shifts
@@ -136,11 +149,17 @@ class TrainConfig:
 class TransferConfig:
     """Transfer learning: a pretrained backbone under a new head. Off while `backbone` is None."""
 
-    backbone: str | None = None  # 'imagenet' (the model's published ImageNet weights) or a cifarlab run dir/checkpoint
-    weights: str | None = None  # local copy of the ImageNet weights file; None = download once into the cache
-    input_size: int | None = None  # side images are resized to (bilinear) before the backbone; None = unchanged
-    finetune: int = 0  # last backbone blocks that train too; 0 = frozen backbone, features computed once and cached
-    backbone_lr_scale: float = 0.1  # backbone learning rate as a fraction of the head's (`lr`)
+    backbone: str | None = option(None, metavar="imagenet|RUN_DIR", help="transfer: the preset model's ImageNet "
+                                  "weights (as proyecto10) or a cifarlab run, whose layers up to its classifier get "
+                                  "a new head")  # fmt: skip
+    weights: str | None = option(None, metavar="PATH", help="local copy of the ImageNet weights "
+                                 "(vgg16-397923af.pth); nothing is downloaded")  # fmt: skip
+    input_size: int | None = option(None, metavar="PIXELS", help="transfer: resize images (bilinear) to this side "
+                                    "before the backbone, e.g. 64, 96, 224")  # fmt: skip
+    finetune: int = option(0, metavar="N", help="transfer: also train the backbone's last N blocks (default 0: "
+                           "frozen backbone, its features computed once and cached)")  # fmt: skip
+    backbone_lr_scale: float = option(0.1, metavar="X", help="transfer: the backbone's learning rate as a fraction "
+                                      "of the head's (default 0.1)")  # fmt: skip
     head: tuple[int, ...] = ()  # widths of the new head's hidden Dense layers (ReLU, Dropout); () = one Linear
     head_dropout: float = 0.0  # Dropout after each hidden Dense layer of the new head
     batchnorm: BatchNormMode = "frozen"  # backbone BatchNorm while fine-tuning: running statistics 'frozen' or 'train'
@@ -172,15 +191,24 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA and bf16-capable CPUs
-    channels_last: bool = True
-    compile: bool = False  # torch.compile the model
-    sync_bn: bool = False  # distributed runs: synchronise BatchNorm statistics over the ranks (CUDA); off = per rank
-    save_every_steps: int = 0  # also write resume.pt every N steps inside an epoch; 0 = at epoch ends only
-    seed: int = 0
-    out: str | None = None  # run directory; None = runs/<preset>-<timestamp>
-    quiet: bool = False
+    device: Literal["auto", "cpu", "cuda"] = option("auto", group="machine", help="auto: CUDA when present "
+                                                    "(default)")  # fmt: skip
+    precision: Literal["auto", "bf16", "fp32"] = option("auto", group="machine", help="auto: bf16 autocast on CUDA "
+                                                        "and on CPUs with AMX/AVX512-BF16, else fp32")  # fmt: skip
+    channels_last: bool = option(True, name="--no-channels-last", const=False, group="machine",
+                                 help="keep NCHW memory format")  # fmt: skip
+    compile: bool = option(False, const=True, group="machine", help="torch.compile the model")
+    # distributed runs: synchronise BatchNorm statistics over the ranks (CUDA); off = per rank
+    sync_bn: bool = option(False, const=True, group="distributed", help="distributed on CUDA: BatchNorm "
+                           "statistics over all ranks (default: per rank)")  # fmt: skip
+    save_every_steps: int = option(0, metavar="N", group="machine", help="also write resume.pt every N steps "
+                                   "inside an epoch, so a resume continues mid-epoch (default: at epoch "
+                                   "ends)")  # fmt: skip
+    seed: int = option(0, metavar="N", group="output", help="seed of the split, initialisation, shuffling and "
+                       "augmentation")  # fmt: skip
+    out: str | None = option(None, metavar="DIR", group="output", help="run directory (default "
+                             "runs/<preset>-<timestamp>)")  # fmt: skip
+    quiet: bool = option(False, const=True, group="output", help="no progress bars or per-epoch lines")
 
     def __post_init__(self) -> None:
         _check_choice("--device", self.device, Literal["auto", "cpu", "cuda"])
@@ -202,6 +230,7 @@ def _check_choice(name: str, value: object, choices: Any) -> None:
 
 
 _SECTIONS = {"data": DataConfig, "train": TrainConfig, "transfer": TransferConfig}
+SHORT_KEYS = short_keys(RunConfig)  # 'epochs' -> 'train.epochs', 'data' -> 'data.source', ...
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:

@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 
 from cifarlab import api
 from cifarlab._download import cache_home
-from cifarlab._io import write_json
+from cifarlab._io.atomic import write_json
 from cifarlab.config import RunConfig, config_from_dict
 from cifarlab.data import Dataset
+from cifarlab.data.dataset import validation_count
+from cifarlab.device import autocast, resolve_device, resolve_precision
 from cifarlab.presets import get_preset
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.device import autocast, resolve_device, resolve_precision
-from cifarlab.training.resume import RESUME_NAME
+from cifarlab.training.run_dir import RunFiles
 from cifarlab.transfer import preset_model
 from cifarlab.transfer.weights import PRETRAINED_URLS
 
@@ -48,12 +49,12 @@ class LadderRun:
     @property
     def finished(self) -> bool:
         """The run saved its final metrics."""
-        return (self.run_dir / "metrics.json").is_file()
+        return RunFiles(self.run_dir).is_finished()
 
     @property
     def resumable(self) -> bool:
         """The run stopped after at least one complete epoch."""
-        return (self.run_dir / RESUME_NAME).is_file()
+        return RunFiles(self.run_dir).resume.is_file()
 
 
 def default_presets(weights: str | None = None) -> list[str]:
@@ -73,6 +74,7 @@ def plan_ladder(
     runs_dir: str | Path,
     *,
     epochs_scale: float = 1.0,
+    config_file: str | Path | None = None,
     **overrides: Any,
 ) -> list[LadderRun]:
     """The ladder's runs in order (preset-major), with their configs; nothing is trained.
@@ -82,6 +84,7 @@ def plan_ladder(
         seeds: one run per preset and seed.
         runs_dir: where the run directories go.
         epochs_scale: epochs and early-stopping patience are scaled by this (at least 1 epoch each).
+        config_file: a TOML file applied over every preset, before `overrides` (as `cifarlab train --config`).
         **overrides: config overrides for every run, as `api.train` takes them (e.g. `data=...`).
 
     Raises:
@@ -105,6 +108,7 @@ def plan_ladder(
         for seed in seeds:
             config = api.resolve_config(
                 preset,
+                config_file,
                 **overrides,
                 seed=seed,
                 epochs=scaled(recipe.epochs, epochs_scale),
@@ -119,7 +123,7 @@ def plan_ladder(
 
 def _check_same_run(run: LadderRun) -> None:
     """A run directory left by an earlier ladder must hold this very config (the seed and epochs included)."""
-    record_path = run.run_dir / "config.json"
+    record_path = RunFiles(run.run_dir).config
     if not record_path.is_file():
         return
     try:  # through the config class, so options added since that run count at their defaults
@@ -155,6 +159,7 @@ def run_ladder(
     epochs_scale: float = 1.0,
     quiet: bool = False,
     compare: bool = True,
+    config_file: str | Path | None = None,
     dataset: Dataset | None = None,
     callbacks: list[Callback] | None = None,
     **overrides: Any,
@@ -168,6 +173,7 @@ def run_ladder(
         epochs_scale: a shortened ladder (`0.1`: a tenth of each preset's epochs and patience).
         quiet: no progress bars or per-epoch lines (the ladder's own lines still print).
         compare: end with the comparison report of every run in the ladder (`compare.html` in `runs_dir`).
+        config_file: a TOML file applied over every preset, before `overrides`.
         dataset: data already in memory (otherwise loaded once, from `data=...`, for every run).
         callbacks: extra callbacks for every run (e.g. a tracker).
         **overrides: config overrides for every run (e.g. `data="../shared/datasets/cifar10-jpeg"`).
@@ -179,16 +185,23 @@ def run_ladder(
         >>> cifarlab.run_ladder(["proyecto1", "proyecto4"], seeds=[0, 1], epochs_scale=0.1, data="folder")
     """
     presets = list(presets) if presets else default_presets(overrides.get("weights"))
-    runs = plan_ladder(presets, seeds, runs_dir, epochs_scale=epochs_scale, quiet=quiet or None, **overrides)
+    runs = plan_ladder(presets, seeds, runs_dir, epochs_scale=epochs_scale, config_file=config_file,
+                       quiet=quiet or None, **overrides)  # fmt: skip
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         runs_dir / LADDER_RECORD,
-        {"presets": presets, "seeds": list(seeds), "epochs_scale": epochs_scale, "overrides": _plain(overrides)},
+        {
+            "presets": presets,
+            "seeds": list(seeds),
+            "epochs_scale": epochs_scale,
+            "overrides": _plain(overrides),
+            "config_file": str(config_file) if config_file is not None else None,
+        },
     )
     results: list[api.RunResult | None] = []
     if dataset is None and not all(run.finished for run in runs):
-        dataset = api._load_training_data(runs[0].config)  # once: every rung shares the same cached images
+        dataset = api.load_training_data(runs[0].config)  # once: every rung shares the same cached images
     estimate = _CostModel(runs, len(dataset.train) if dataset is not None else 0)
     bar = tqdm(total=len(runs), desc="ladder", unit="run", position=0, dynamic_ncols=True, disable=quiet)
     for run in runs:
@@ -244,7 +257,7 @@ class _CostModel:
         self.epoch_seconds = {}
         for run in self.runs:
             recipe = run.config.train
-            images = self.train_images - run.config.data.val_size
+            images = self.train_images - validation_count(run.config.data.val_size, self.train_images)
             steps = recipe.steps_per_epoch or max(1, math.ceil(images / recipe.batch_size))
             self.epoch_seconds[run.run_dir] = step.get(run.preset, 0.0) * steps
         for run in self.runs:
@@ -252,7 +265,7 @@ class _CostModel:
 
     def _learn(self, run: LadderRun) -> None:
         """Epochs done so far, and the machine's pace from the run's last 10 epochs against its timed step."""
-        history = run.run_dir / "history.csv"
+        history = RunFiles(run.run_dir).history
         rows = history.read_text().strip().splitlines()[1:] if history.is_file() else []
         if not run.finished:
             self.epochs_left[run.run_dir] = max(0, run.config.train.epochs - len(rows))
@@ -311,12 +324,3 @@ def _time_step(config: RunConfig, steps: int = 2) -> float:
 
 def _plain(overrides: dict[str, Any]) -> dict[str, Any]:
     return {key: (list(value) if isinstance(value, tuple) else value) for key, value in overrides.items()}
-
-
-def ladder_config_scale(config: RunConfig) -> float | None:
-    """The epochs scale a ladder run was trained at (its epochs over its preset's), or None for another preset."""
-    try:
-        planned = get_preset(config.preset).config.train.epochs
-    except KeyError:
-        return None
-    return config.train.epochs / planned

@@ -46,7 +46,7 @@ def _details(preset: Preset) -> list[str]:
     steps = f", {recipe.steps_per_epoch} steps/epoch" if recipe.steps_per_epoch else ""
     lines = [
         f"    recipe: {optimizer}, {recipe.epochs} epochs, batch {recipe.batch_size}{steps}, "
-        f"val split {preset.config.data.val_size}, inputs {preset.config.data.normalize}"
+        f"val split {_val_split(preset.config.data.val_size)}, inputs {preset.config.data.normalize}"
     ]
     if recipe.augment.enabled:
         lines.append(f"    augmentation: {recipe.augment.to_dict()}")
@@ -61,3 +61,8 @@ def _details(preset: Preset) -> list[str]:
         )
     lines += [f"    - {choice}" for choice in preset.choices]
     return lines
+
+
+def _val_split(val_size: int | float) -> str:
+    """'20 % of train' for a fraction, the count otherwise."""
+    return f"{100 * val_size:g} % of train" if isinstance(val_size, float) else str(val_size)

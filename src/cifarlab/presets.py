@@ -98,7 +98,7 @@ def _seed_step(
     recipe = replace(_SEED_TRAIN, epochs=epochs, batch_size=batch_size, **(_SEED_CALLBACKS if callbacks else {}))
     recipe = replace(recipe, **train)
     choices = (_PATIENCE_CHOICE if callbacks else _NO_CALLBACKS,) + extra_choices
-    config = RunConfig(preset=name, model=model, data=DataConfig(val_size=10_000, normalize="scale"), train=recipe)
+    config = RunConfig(preset=name, model=model, data=DataConfig(val_size=0.2, normalize="scale"), train=recipe)
     return Preset(name=name, summary=summary, config=config, seed_accuracy=accuracy, choices=choices)
 
 
@@ -214,7 +214,7 @@ def proyecto10() -> Preset:
     config = RunConfig(
         preset="proyecto10",
         model="vgg16",
-        data=DataConfig(val_size=10_000),
+        data=DataConfig(val_size=0.2),  # 10000 of CIFAR-10's 50000
         train=replace(_SEED_TRAIN, epochs=100, batch_size=64),
         transfer=TransferConfig(backbone="imagenet", head=(1024, 1024, 512), head_dropout=0.5),
     )
@@ -243,7 +243,7 @@ def vgg16_finetune() -> Preset:
     config = RunConfig(
         preset="vgg16-finetune",
         model="vgg16",
-        data=DataConfig(val_size=5_000),
+        data=DataConfig(val_size=0.1),  # 5000 of CIFAR-10's 50000
         train=recipe,
         transfer=TransferConfig(backbone="imagenet", input_size=224, finetune=5, backbone_lr_scale=0.1),
     )
@@ -324,3 +324,15 @@ def fast96() -> Preset:
     """A wider AirNet and a longer schedule (not measured yet)."""
     return _fast("fast96", "airnet96", "wide AirNet 128/384/384, 30 epochs (10 at 24px), TTA",
                  epochs=30, low_res_epochs=10)  # fmt: skip
+
+
+def ladder_config_scale(config: RunConfig) -> float | None:
+    """The epochs scale a run of a preset was trained at (its epochs over its preset's), or None for another preset.
+
+    A run of `cifarlab ladder --epochs-scale 0.1` has 0.1.
+    """
+    try:
+        planned = get_preset(config.preset).config.train.epochs
+    except KeyError:
+        return None
+    return config.train.epochs / planned

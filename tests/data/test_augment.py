@@ -5,10 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifarlab.data.augment import (
-    KERAS_SEED_PROYECTO9,
-    AugmentConfig,
-    Augmenter,
+from cifarlab.data.augment import KERAS_SEED_PROYECTO9, AugmentConfig, Augmenter
+from cifarlab.data.augment_ops import (
     _keras_matrices,
     _warp,
     cutout,

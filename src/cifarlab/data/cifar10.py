@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cifarlab._download import cache_home, download, file_md5
-from cifarlab._io import read_cache, write_cache
+from cifarlab._io.cache_file import read_cache, write_cache
 from cifarlab.data.dataset import Dataset, Split
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -268,7 +268,7 @@ def _check_arrays(arrays: _Arrays, where: str) -> None:
 
 
 def _read_cache(path: Path, key: dict[str, Any], notes: list[str]) -> _Arrays | None:
-    """The parsed arrays at `path`, checked (`_io.read_cache`); None when absent or untrustworthy (then deleted)."""
+    """The parsed arrays at `path`, checked (`read_cache`); None when absent or untrustworthy (then deleted)."""
     arrays = read_cache(path, key, check=lambda found: _check_arrays(found, str(path)), report=notes.append)
     if arrays is None:
         return None

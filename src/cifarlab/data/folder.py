@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cifarlab._download import cache_home
-from cifarlab._io import read_cache, write_cache
+from cifarlab._io.cache_file import read_cache, write_cache
 from cifarlab.data.dataset import Dataset, Split
 from cifarlab.inference.images import IMAGE_SUFFIXES, decode_image
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import BatchLoader, Normalization
-from cifarlab.training.device import autocast
+from cifarlab.device import autocast
 
 
 @dataclass

@@ -1,6 +1,5 @@
-"""Shipping a trained model: ONNX export (`export_onnx`) and running the exported file (`OnnxClassifier`)."""
+"""Shipping a trained model: ONNX export (`export_onnx`); `cifarlab.inference.onnx_runtime` runs the file."""
 
 from cifarlab.export.onnx import ExportResult, export_onnx
-from cifarlab.export.runtime import OnnxClassifier
 
-__all__ = ["ExportResult", "OnnxClassifier", "export_onnx"]
+__all__ = ["ExportResult", "export_onnx"]

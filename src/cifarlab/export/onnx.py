@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarlab import __version__
-from cifarlab._io import atomic_path
-from cifarlab.classifier import Classifier
+from cifarlab._io.atomic import atomic_path
+from cifarlab._io.paths import writable_file
+from cifarlab._version import __version__
 from cifarlab.evaluation.tta import TTA
-from cifarlab.training.checkpoint import resolve_checkpoint
+from cifarlab.inference.checkpoint import resolve_checkpoint
+from cifarlab.inference.classifier import Classifier
 
 DEFAULT_OPSET = 18
 CHECK_BATCH_SIZES = (1, 2, 7, 256)  # 1 and 2 catch a batch dimension frozen at export, 7 an odd size
@@ -37,6 +38,7 @@ class ExportResult:
     path: Path
     opset: int
     tta: int  # TTA level baked into the graph (0: none)
+    run_tta: int  # the TTA level the run's own test accuracy was measured with
     image_size: int
     num_classes: int
     check_source: str  # which images the check used
@@ -49,11 +51,20 @@ class ExportResult:
         sizes = ", ".join(map(str, CHECK_BATCH_SIZES))
         return (
             f"exported {self.path} (ONNX opset {self.opset}; input uint8 [N, {self.image_size}, {self.image_size}, 3] "
-            f"RGB, output probabilities [N, {self.num_classes}]; TTA {'level ' + str(self.tta) if self.tta else 'off'})"
+            f"RGB, output probabilities [N, {self.num_classes}]; {self._tta_words()})"
             f"\nchecked against PyTorch on {self.check_images} {self.check_source} at batch sizes {sizes}: "
             f"top-1 agree {self.top1_agree}/{self.check_images}, max |prob diff| {self.max_prob_diff:.1e} "
             f"(limit {CHECK_TOLERANCE:g})"
         )
+
+    def _tta_words(self) -> str:
+        def level(n: int) -> str:
+            return f"TTA level {n}" if n else "TTA off"
+
+        if self.tta == self.run_tta:
+            return f"{level(self.tta)}, as the run's test accuracy was measured"
+        return (f"{level(self.tta)}, while the run's test accuracy used {level(self.run_tta)}: this file's accuracy "
+                f"differs from the run's (fewer views: faster, usually a little less accurate)")  # fmt: skip
 
 
 class _Exported(nn.Module):
@@ -76,16 +87,18 @@ def export_onnx(
     model_path: str | Path,
     out: str | Path | None = None,
     *,
-    tta: bool = False,
+    tta: bool | None = None,
     opset: int = DEFAULT_OPSET,
 ) -> ExportResult:
     """Export a checkpoint to ONNX, check it with ONNX Runtime against PyTorch, and only then write it.
 
     Args:
         model_path: a run directory or its model.safetensors.
-        out: the .onnx file; default `model.onnx` (`model-tta.onnx` with `tta`) beside the checkpoint.
-        tta: bake the recipe's test-time views into the graph (the mirror and one-pixel shifts for a recipe
-            without TTA); the plain export scores what the model alone scores.
+        out: the .onnx file; default `model.onnx` (`model-tta.onnx` when the graph holds test-time views) beside
+            the checkpoint.
+        tta: None (default): the views the run's test evaluation used, so the file scores what the run printed;
+            False: the image alone (fewer forward passes); True: the recipe's views, or the mirror and one-pixel
+            shifts for a recipe without TTA.
         opset: ONNX opset version.
 
     Returns:
@@ -98,11 +111,12 @@ def export_onnx(
     if not 17 <= opset <= 23:
         raise ValueError(f"--opset must be between 17 and 23, got {opset}")
     weights = resolve_checkpoint(model_path)
-    out = Path(out) if out is not None else weights.with_name("model-tta.onnx" if tta else "model.onnx")
-    if out.suffix != ".onnx":
-        raise ValueError(f"--out {out}: the file name must end in .onnx")
     classifier = Classifier.load(weights, device="cpu", precision="fp32")
     level = classifier.tta_level(tta)
+    out = Path(out) if out is not None else weights.with_name("model-tta.onnx" if level else "model.onnx")
+    if out.suffix != ".onnx":
+        raise ValueError(f"--out {out}: the file name must end in .onnx")
+    writable_file(out, "--out")
     wrapper = _Exported(classifier, level).eval()
     size = classifier.image_size
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)  # batch 2: an example of batch 1 freezes N at 1
@@ -127,7 +141,8 @@ def export_onnx(
                 f"export check failed: ONNX Runtime and PyTorch agree on {agree}/{len(images)} top-1 classes, max "
                 f"|prob diff| {diff:.1e} (limit {CHECK_TOLERANCE:g}); {out} was not written"
             )
-    return ExportResult(out, opset, level, size, len(classifier.class_names), source, len(images), agree, diff)
+    return ExportResult(out, opset, level, classifier.tta, size, len(classifier.class_names), source, len(images),
+                        agree, diff)  # fmt: skip
 
 
 @contextlib.contextmanager

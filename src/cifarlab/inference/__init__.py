@@ -1,1 +1,1 @@
-"""Using a trained model: image decoding shared with the folder loader, and predictions on image files."""
+"""Using a trained model: load it (checkpoint or ONNX), decode images, predict. Imports neither training nor the API."""

@@ -102,11 +102,18 @@ def is_image_file(name: str) -> bool:
 
 
 def find_images(paths: list[str | Path]) -> list[Path]:
-    """Expand directories (recursively, sorted, image suffixes only); files are kept as given, in order."""
+    """Expand directories (recursively, sorted, image suffixes only); files are kept as given, in order.
+
+    Raises:
+        ValueError: for a directory that holds no image file (a user would otherwise see nothing at all).
+    """
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if is_image_file(p.name) and p.is_file())
+            images = sorted(p for p in path.rglob("*") if is_image_file(p.name) and p.is_file())
+            if not images:
+                raise ValueError(f"{path}: no image files in this folder or below ({'/'.join(IMAGE_FORMATS)})")
+            found += images
         else:
             found.append(path)
     return found

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifarlab._io import write_text
+from cifarlab._io.atomic import write_text
 from cifarlab.reports.html import esc, figure_png, img, page, plt, section, table
-from cifarlab.reports.run_files import SavedRun, find_runs, load_run
+from cifarlab.reports.saved_run import SavedRun, find_runs, load_run
 
 COMPARE_HTML = "compare.html"
 COMPARE_CSV = "compare.csv"

@@ -9,12 +9,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed or wanted
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cifarlab._io import write_with  # noqa: E402
+from cifarlab._io.atomic import write_with  # noqa: E402
 from cifarlab.training.history import History  # noqa: E402
+from cifarlab.training.run_dir import CURVE_NAMES  # noqa: E402
 
 TRAIN_COLOR = "blue"  # the seed's colours
 VAL_COLOR = "orange"
-FIGURES = {"loss.png": ("Cross Entropy Loss", "loss"), "accuracy.png": ("Classification Accuracy", "accuracy")}
+FIGURES = dict(zip(CURVE_NAMES, (("Cross Entropy Loss", "loss"), ("Classification Accuracy", "accuracy")), strict=True))
 
 
 def plot_history(history: History, out_dir: str | Path) -> list[Path]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from cifarlab._io import write_text
+from cifarlab._io.atomic import write_text
+from cifarlab._io.paths import writable_file
 from cifarlab.reports import figures
 from cifarlab.reports.calibration import (
     ECE_BINS,
@@ -24,12 +25,10 @@ from cifarlab.reports.calibration import (
     reliability_bins,
 )
 from cifarlab.reports.html import esc, img, key_values, page, section, table
-from cifarlab.reports.run_files import PREDICTIONS_NAME, SavedRun, load_run
+from cifarlab.reports.plots import plot_history
+from cifarlab.reports.saved_run import SavedRun, load_run
+from cifarlab.training.run_dir import PREDICTIONS_NAME, REPORT_NAME
 
-if TYPE_CHECKING:
-    from cifarlab.training.trainer import Trainer
-
-REPORT_NAME = "report.html"
 MISTAKES_SHOWN = 32
 CONFUSED_PAIRS_SHOWN = 8
 
@@ -41,7 +40,9 @@ def write_report(
     out: str | Path | None = None,
     test_images: Any = None,
 ) -> Path:
-    """Write a run's report.html (by default into the run directory) and return its path.
+    """Write a run's report.html (by default in the run directory, with loss.png and accuracy.png); returns its path.
+
+    The end of `cifarlab train` and `cifarlab report RUN` both come here: the report is drawn from the saved files.
 
     Args:
         run_dir: a finished run directory.
@@ -55,24 +56,11 @@ def write_report(
         ValueError: if one of its files is unreadable.
     """
     run = load_run(run_dir)
-    path = Path(out) if out is not None else run.run_dir / REPORT_NAME
+    path = writable_file(out, "--out") if out is not None else run.run_dir / REPORT_NAME
+    if out is None:  # the seed's two curve figures, beside the report in the run directory
+        plot_history(run.history, run.run_dir)
     write_text(path, render_report(run, data=data, test_images=test_images))
     return path
-
-
-def finish_run(trainer: Trainer, run_dir: Path) -> None:
-    """At the end of a run: write report.html, then let the trackers (`on_run_saved`) log the run's files.
-
-    Training is over and its results are saved by then, so a failure here prints a note instead of failing the run.
-    """
-    try:
-        write_report(run_dir, test_images=trainer.test_split.images)
-    except Exception as error:  # the run is saved; `cifarlab report` can try again
-        trainer.log(f"note: report.html not written ({type(error).__name__}: {error}); "
-                    f"try again with: cifarlab report {run_dir}")  # fmt: skip
-    for callback in trainer.callbacks:
-        if hasattr(callback, "on_run_saved"):
-            callback.on_run_saved(run_dir)
 
 
 def render_report(run: SavedRun, *, data: str | None = None, test_images: Any = None) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -14,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
-from cifarlab import __version__
+from cifarlab._version import __version__
 from cifarlab.inference.images import decode_image
 from cifarlab.inference.predict import Predictor
 from cifarlab.serve.batcher import MicroBatcher, QueueFullError
@@ -66,6 +68,7 @@ def create_app(
         await batcher.stop()
 
     app = FastAPI(title="cifarlab", version=__version__, lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_middleware(_BodyLimit, max_bytes=int(max_upload_mb * 1024 * 1024))
     app.state.batcher = batcher
     page = resources.files("cifarlab.serve").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -212,13 +215,40 @@ def serve(
     """
     import uvicorn
 
-    from cifarlab.api import load
+    from cifarlab.inference.load import load
 
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {port}")
+    _check_port_free(host, port)
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)  # inference runs in one worker thread, using every core the process may use
     classifier = load(model, device=device, precision=precision)
     app = create_app(classifier, max_upload_mb=max_upload_mb, max_batch=max_batch, batch_window_ms=batch_window_ms)
     print(f"serving {model} on http://{host}:{port} ({threads} threads, batches of up to {max_batch})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A one-line error now, before loading the model, when `host:port` cannot be bound (uvicorn would log it later)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ValueError(f"--host {host}: unknown address ({error.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closed server's port is free
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({error.strerror or error}); "
+                             "choose another --port or stop what uses it") from None  # fmt: skip
+
+
+async def _bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """A malformed query (`top_k=abc`): 400 with one `detail` line, as every other bad request gets."""
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ())[1:]) or "request"
+        got = f", got {problem['input']!r}" if "input" in problem else ""
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}{got}")
+    return JSONResponse(status_code=400, content={"detail": "; ".join(parts)})

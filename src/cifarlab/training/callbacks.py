@@ -160,3 +160,16 @@ class ModelCheckpoint(_MonitorMixin, Callback):
             self.best_weights = snapshot(self.trainer.model)
         if self.filepath is not None and (improved or not self.save_best_only):
             self.trainer.save_model(self.filepath, metrics={self.monitor: value}, epoch=epoch)
+
+
+def stop_reason(callbacks: list[Callback], epoch: int, epochs: int) -> str:
+    """Why a run ended: 'early stopping at epoch ...', 'last epoch (N of N)', or that another callback stopped it."""
+    for callback in callbacks:
+        if isinstance(callback, EarlyStopping) and callback.wait >= callback.patience:
+            return (
+                f"early stopping at epoch {epoch} of {epochs}: {callback.monitor} did not improve for "
+                f"{callback.patience} epochs (best {callback.best:.4f} at epoch {callback.best_epoch})"
+            )
+    if epoch >= epochs:
+        return f"last epoch ({epoch} of {epochs})"
+    return f"stopped at epoch {epoch} of {epochs} by a callback"

@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from torch import nn
 
 from cifarlab.data.dataset import Split
 from cifarlab.evaluation.metrics import EvalResult
+
+if TYPE_CHECKING:
+    from cifarlab.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,44 @@ class Distributed:
     def rank_seed(self, seed: int, stream: int) -> int:
         """A seed for this rank's own random stream number `stream`, derived from the run's seed (reproducible)."""
         return int(np.random.SeedSequence([seed, self.rank, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+    def prepare_model(self, model: nn.Module, config: RunConfig, train_size: int) -> nn.Module:
+        """The model to train on this rank: rank 0's weights and whitening filters, then this rank's own dropout.
+
+        With `config.sync_bn` the BatchNorm layers become SyncBatchNorm first. Every rank then takes rank 0's
+        parameters and buffers and seeds torch with its own stream, so the ranks start alike but drop out unalike.
+        Training alone, `model` comes back untouched.
+
+        Args:
+            model: the freshly built network, on this rank's device.
+            config: the run's configuration (sync_bn, seed, train.batch_size).
+            train_size: images in the training split.
+
+        Raises:
+            ValueError: if --sync-bn is asked off CUDA, or the last batch of each pass has fewer images than ranks.
+        """
+        if not self.enabled:
+            return model
+        if config.sync_bn:
+            if next(model.parameters()).device.type != "cuda":
+                raise ValueError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA devices only; on the CPU each "
+                                 "rank keeps its own BatchNorm statistics (drop --sync-bn)")  # fmt: skip
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.broadcast_module(model)
+        last = train_size % config.train.batch_size
+        if last and last < self.world_size:
+            raise ValueError(f"the last batch of each pass has {last} images, fewer than the {self.world_size} ranks; "
+                             "change --batch-size")  # fmt: skip
+        torch.manual_seed(self.rank_seed(config.seed, stream=0))
+        return model
+
+    def loader_options(self, seed: int) -> dict[str, Any]:
+        """This rank's share of the training batches, as `BatchLoader` keywords: rank, world_size, augment_seed.
+
+        Each rank augments its share with its own stream; training alone, the loader's own seed does.
+        """
+        augment_seed = self.rank_seed(seed, stream=1) if self.enabled else None
+        return {"rank": self.rank, "world_size": self.world_size, "augment_seed": augment_seed}
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """The model as DistributedDataParallel (gradients all-reduced in backward); itself when training alone."""
@@ -179,6 +220,18 @@ def init_from_env(device: str = "auto") -> Distributed:
         dist.init_process_group("nccl" if cuda else "gloo")
     group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, group)
+
+
+def init_for_run(config: RunConfig) -> Distributed:
+    """`init_from_env(config.device)` for a training run, refusing the runs that train in one process only.
+
+    Raises:
+        ValueError: as `init_from_env`, or if a transfer run (--backbone) is started as several ranks.
+    """
+    job = init_from_env(config.device)
+    if job.enabled and config.transfer.backbone is not None:
+        raise ValueError("transfer runs (--backbone) train in one process only; drop --nproc / torchrun")
+    return job
 
 
 def shutdown() -> None:

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from cifarlab._io import write_text
+from cifarlab._io.atomic import write_text
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-from cifarlab._io import digest_arrays, error_gist, write_with
+from cifarlab._io.atomic import write_with
+from cifarlab._io.digest import digest_arrays
+from cifarlab._io.errors import error_gist
 
 RESUME_NAME = "resume.pt"
 RESUME_FORMAT = "cifarlab-resume"

@@ -13,12 +13,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cifarlab._io import write_json
+from cifarlab._io.atomic import write_json
 from cifarlab.training.callbacks import Callback
+from cifarlab.training.run_dir import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    HISTORY_NAME,
+    META_NAME,
+    METRICS_NAME,
+    MLFLOW_RECORD_NAME,
+    REPORT_NAME,
+    TENSORBOARD_DIR,
+)
 
 TRACKERS = ("tensorboard", "mlflow")
-MLFLOW_RECORD = "mlflow.json"  # the MLflow run a run directory logs to, so a resumed run continues it
-ARTIFACTS = ("report.html", "model.safetensors", "model.json", "config.json", "metrics.json", "history.csv")
+MLFLOW_RECORD = MLFLOW_RECORD_NAME  # the MLflow run a run directory logs to, so a resumed run continues it
+ARTIFACTS = (REPORT_NAME, CHECKPOINT_NAME, META_NAME, CONFIG_NAME, METRICS_NAME, HISTORY_NAME)
 
 
 class Tracker(Callback):
@@ -77,7 +87,7 @@ class TensorBoardTracker(Tracker):
         self.writers: dict[str, Any] = {}
 
     def on_train_begin(self) -> None:  # noqa: D102
-        root = self.log_dir or self._run_dir() / "tensorboard"
+        root = self.log_dir or self._run_dir() / TENSORBOARD_DIR
         self.writers = {part: self._writer_class(str(root / part)) for part in ("train", "validation")}
         config = json.dumps(self.trainer.config.to_dict(), indent=2)
         self.writers["train"].add_text("config", f"```\n{config}\n```", global_step=self.trainer.epoch)
@@ -93,7 +103,7 @@ class TensorBoardTracker(Tracker):
             writer.flush()
 
     def on_run_saved(self, run_dir: Path) -> None:  # noqa: D102
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads((run_dir / METRICS_NAME).read_text())
         step = int(metrics.get("epochs_run", self.trainer.epoch))
         self.writers["train"].add_scalar("test_accuracy", metrics["test_accuracy"], step)
         self.writers["train"].add_scalar("test_loss", metrics["test"]["loss"], step)
@@ -166,7 +176,7 @@ class MLflowTracker(Tracker):
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
 
     def on_run_saved(self, run_dir: Path) -> None:  # noqa: D102
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads((run_dir / METRICS_NAME).read_text())
         step = int(metrics.get("epochs_run", self.trainer.epoch))
         self._log_metrics({"test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test"]["loss"]}, step)
         for name in ARTIFACTS:

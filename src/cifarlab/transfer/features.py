@@ -6,7 +6,7 @@ cache file is keyed by everything the vectors depend on: the backbone's architec
 and labels, the input size, the normalisation, and the device type, precision and memory format (numerics).
 Anything else changed, and the key changes with it. Files live in `$CIFARLAB_HOME/features/` and are written
 atomically as safetensors whose header holds the key and the arrays' sha256, so a stale or damaged file is
-deleted and computed again (`_io.read_cache`); `cifarlab cache --prune` deletes the ones not used for a while.
+deleted and computed again (`read_cache`); `cifarlab cache --prune` deletes the ones not used for a while.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab._download import cache_home
-from cifarlab._io import read_cache, write_cache
+from cifarlab._io.cache_file import read_cache, write_cache
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import BatchIndices, Normalization
+from cifarlab.device import autocast
 from cifarlab.evaluation.metrics import EvalResult, confusion_matrix, predict_logits
 from cifarlab.models.transfer_net import TransferNet
-from cifarlab.training.device import autocast
 
 FEATURE_CACHE_VERSION = 1  # bump when extraction changes, so old cache files stop matching
 

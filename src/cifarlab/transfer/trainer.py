@@ -27,9 +27,9 @@ from cifarlab.config import RunConfig
 from cifarlab.data.dataset import Dataset
 from cifarlab.data.loader import Normalization
 from cifarlab.evaluation.metrics import EvalResult
+from cifarlab.inference.checkpoint import load_state, meta_path, read_checkpoint, resolve_checkpoint
 from cifarlab.models.registry import create_model
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.checkpoint import load_state, meta_path, read_checkpoint, resolve_checkpoint
 from cifarlab.training.schedules import build_optimizer, build_scheduler
 from cifarlab.training.trainer import Trainer
 from cifarlab.transfer.features import (

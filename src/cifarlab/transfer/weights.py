@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from cifarlab._download import cache_home, download
-from cifarlab._io import error_gist
+from cifarlab._io.errors import error_gist
 from cifarlab.data.loader import Normalization
 from cifarlab.models.vgg import IMAGENET_MEAN, IMAGENET_STD, vgg16
 

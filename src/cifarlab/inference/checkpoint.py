@@ -1,6 +1,6 @@
 """Model checkpoints: safetensors weights plus a JSON file of metadata beside them. Nothing is unpickled.
 
-Since version 2 the safetensors header holds the sha256 of the weights (`_io.digest_arrays`) and of the JSON,
+Since version 2 the safetensors header holds the sha256 of the weights (`_io.digest.digest_arrays`) and of the JSON,
 and the JSON repeats the weights' sha256 as `weights_sha256`: damaged or cut-short weights, a damaged or edited
 JSON, and a JSON that belongs to other weights (a stale or mixed-up pair) are each refused with one line.
 Version-1 checkpoints carry no checksums and load as before.
@@ -18,7 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cifarlab._io import digest_arrays, write_json, write_with
+from cifarlab._io.atomic import write_json, write_with
+from cifarlab._io.digest import digest_arrays
 
 CHECKPOINT_NAME = "model.safetensors"
 CHECKPOINT_FORMAT = "cifarlab-checkpoint"

@@ -10,12 +10,12 @@ from torch import nn
 
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import Normalization
+from cifarlab.device import resolve_device, resolve_precision
 from cifarlab.evaluation.metrics import EvalResult, evaluate_model, predict_logits
 from cifarlab.evaluation.tta import TTA
+from cifarlab.inference.checkpoint import load_state, read_checkpoint, resolve_checkpoint
 from cifarlab.inference.predict import Predictor
 from cifarlab.models.registry import create_model
-from cifarlab.training.checkpoint import load_state, read_checkpoint, resolve_checkpoint
-from cifarlab.training.device import resolve_device, resolve_precision
 
 
 class Classifier(Predictor):

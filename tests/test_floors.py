@@ -1,0 +1,135 @@
+"""The package's floors: no import cycle, and inference, serve, predict and export stay off training and the API.
+
+Imports are read with `ast` from the source, those inside functions included (a lazy import counts the same);
+only those under `if TYPE_CHECKING:` are left out, since they never run.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cifarlab"
+
+
+def module_files() -> dict[str, Path]:
+    files = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        files[".".join(parts)] = path
+    return files
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(inner) for statement in node.body for inner in ast.walk(statement))
+    return skipped
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the cifarlab modules it imports (a name imported from a package counts as its submodule)."""
+    files = module_files()
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        skipped = _type_checking_nodes(tree)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names if alias.name.split(".")[0] == "cifarlab")
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                if source.split(".")[0] != "cifarlab":
+                    continue
+                for alias in node.names:
+                    sub = f"{source}.{alias.name}"
+                    targets.add(sub if sub in files else source)
+        graph[module] = {target for target in targets if target != module}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first = last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return path[path.index(target) :] + [target]
+            if target not in state and (cycle := visit(target)) is not None:
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)) is not None:
+            return cycle
+    return None
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones():
+    graph = import_graph()
+    # cli imports the ladder inside its handler, and api imports the trainer only for type checking nowhere
+    assert "cifarlab.ladder" in graph["cifarlab.cli"]
+    assert "cifarlab.training.trainer" in graph["cifarlab.api"]
+
+
+def test_no_import_cycle_in_the_package():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("front", ["cifarlab.inference.load", "cifarlab.serve.app", "cifarlab.export.onnx"])
+def test_inference_serve_and_export_stay_off_training_and_the_api(front):
+    below = reachable(import_graph(), front)
+    upper = ("cifarlab.training", "cifarlab.transfer", "cifarlab.reports", "cifarlab.api", "cifarlab.ladder",
+             "cifarlab.cli")  # fmt: skip
+    climbing = sorted(m for m in below if m.startswith(upper))
+    assert not climbing, f"{front} reaches {climbing}"
+    assert "cifarlab" not in below, f"{front} imports the package root (and with it the whole API)"
+
+
+def test_the_inference_package_imports_no_floor_above_it():
+    graph = import_graph()
+    allowed = ("cifarlab.inference", "cifarlab.models", "cifarlab.data", "cifarlab.evaluation", "cifarlab.device",
+               "cifarlab._io", "cifarlab._download", "cifarlab._version")  # fmt: skip
+    for module in (m for m in graph if m.startswith("cifarlab.inference")):
+        assert all(t.startswith(allowed) for t in graph[module]), (module, sorted(graph[module]))
+
+
+def test_no_library_module_reads_a_test_hook():
+    offenders = [name for name, path in module_files().items() if "CIFARLAB_TEST" in path.read_text()]
+    assert not offenders

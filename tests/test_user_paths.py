@@ -1,0 +1,82 @@
+"""What a new user hits: swapped arguments, unwritable --out paths, a taken port, --version; one line, exit 2."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from PIL import Image
+
+from cifarlab.cli import main
+from tests.deploy_fixtures import train_tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("paths"))
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("cifarlab: error: "), err
+    return err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip().startswith("cifarlab 0.")
+
+
+def test_predict_with_its_arguments_swapped_says_the_model_comes_first(run, tmp_path, capsys):
+    image = tmp_path / "chelsea_cat.jpg"
+    Image.new("RGB", (32, 32), "orange").save(image)
+    assert main(["predict", str(image), str(run)]) == 2
+    assert "chelsea_cat.jpg is an image, not a model; the model comes first" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("notes.txt/m.onnx", "--out {tmp}/notes.txt/m.onnx: {tmp}/notes.txt is a file, not a folder"),
+        ("missing/m.onnx", "--out {tmp}/missing/m.onnx: the folder {tmp}/missing does not exist"),
+        ("a_folder.onnx", "--out {tmp}/a_folder.onnx: is a folder; give a file name"),
+    ],
+)
+def test_export_checks_its_out_path_first_and_names_it(run, tmp_path, capsys, out, message):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    (tmp_path / "a_folder.onnx").mkdir()
+    assert main(["export", str(run), "--out", str(tmp_path / out)]) == 2
+    assert message.format(tmp=tmp_path) in one_line_error(capsys)
+    assert not list(tmp_path.glob("**/.*.tmp"))  # nothing half-written
+
+
+def test_export_into_a_filesystem_that_takes_no_files(run, capsys):
+    assert main(["export", str(run), "--out", "/proc/m.onnx"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("cifarlab: error: --out /proc/m.onnx: cannot write in /proc") and ".tmp" not in err
+
+
+def test_report_out_in_a_missing_folder(run, tmp_path, capsys):
+    assert main(["report", str(run), "--out", str(tmp_path / "nowhere" / "r.html")]) == 2
+    assert f"--out {tmp_path}/nowhere/r.html: the folder {tmp_path}/nowhere does not exist" in one_line_error(capsys)
+
+
+def test_serve_on_a_taken_port_is_one_line_before_anything_is_served(run, capsys):
+    pytest.importorskip("fastapi")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(run), "--port", str(port)]) == 2
+    err = one_line_error(capsys)
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in err
+    assert "serving" not in capsys.readouterr().out
+
+
+def test_the_export_line_says_whether_the_file_scores_what_the_run_printed(run, tmp_path, capsys):
+    assert main(["export", str(run), "--out", str(tmp_path / "same.onnx")]) == 0
+    assert "TTA off, as the run's test accuracy was measured" in capsys.readouterr().out
+    assert main(["export", str(run), "--tta", "--out", str(tmp_path / "views.onnx")]) == 0
+    assert "TTA level 2, while the run's test accuracy used TTA off" in capsys.readouterr().out
