@@ -67,18 +67,37 @@ def test_short_names_follow_the_fields():
     assert resolve_config("proyecto4", val_size=0.1, data="somewhere").data.source == "somewhere"
 
 
+# toy configs shaped as RunConfig (at module level: their annotations are resolved by name)
+@dataclass(frozen=True)
+class ToySection:
+    width: int = options.option(8, metavar="N", help="channels of the first block")
+    depth: int = 2  # no flag: still a short name and a TOML key
+
+
+@dataclass(frozen=True)
+class Toy:
+    section: ToySection = field(default_factory=ToySection)
+    fast: bool = options.option(False, const=True, group="machine", help="go fast")
+
+
+@dataclass(frozen=True)
+class SizeA:
+    size: int = 1
+
+
+@dataclass(frozen=True)
+class SizeB:
+    size: int = 2
+
+
+@dataclass(frozen=True)
+class Clash:
+    a: SizeA = field(default_factory=SizeA)
+    b: SizeB = field(default_factory=SizeB)
+
+
 def test_a_new_option_is_one_declaration():
-    # a toy config, shaped as RunConfig: one field declared with option() gets its flag, short name and TOML key
-    @dataclass(frozen=True)
-    class Section:
-        width: int = options.option(8, metavar="N", help="channels of the first block")
-        depth: int = 2  # no flag: still a short name and a TOML key
-
-    @dataclass(frozen=True)
-    class Toy:
-        section: Section = field(default_factory=Section)
-        fast: bool = options.option(False, const=True, group="machine", help="go fast")
-
+    # one field declared with option() gets its flag, its short name and its TOML key
     found = options.run_options(Toy)
     assert [(o.key, o.name, o.group) for o in found] == [("section.width", "--width", "section"),
                                                            ("fast", "--fast", "machine")]  # fmt: skip
@@ -90,19 +109,6 @@ def test_a_new_option_is_one_declaration():
 
 
 def test_two_fields_with_one_short_name_are_refused():
-    @dataclass(frozen=True)
-    class A:
-        size: int = 1
-
-    @dataclass(frozen=True)
-    class B:
-        size: int = 2
-
-    @dataclass(frozen=True)
-    class Clash:
-        a: A = field(default_factory=A)
-        b: B = field(default_factory=B)
-
     with pytest.raises(ValueError, match="share the name size"):
         options.short_keys(Clash)
 
