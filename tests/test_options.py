@@ -116,3 +116,19 @@ def test_two_fields_with_one_short_name_are_refused():
 def test_toml_keys_are_the_field_names():
     config = apply_overrides(RunConfig(), {"data": {"val_size": 0.3}, "train": {"epochs": 4}})
     assert config.data.val_size == 0.3 and config.train.epochs == 4
+
+
+def test_label_smoothing_is_a_flag_declared_on_its_field_alone(tmp_path):
+    # the example of adding a run option: TrainConfig.label_smoothing = option(...) was the only edit
+    args = build_parser().parse_args(["train", "--preset", "proyecto4", "--label-smoothing", "0.1"])
+    overrides = options.overrides_from_args(args, RUN_OPTIONS)
+    assert overrides == {"train.label_smoothing": 0.1}
+    assert resolve_config("proyecto4", **overrides).train.label_smoothing == 0.1
+    assert resolve_config("proyecto4", label_smoothing=0.05).train.label_smoothing == 0.05  # the short name
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nlabel_smoothing = 0.2\n")  # the TOML key
+    assert resolve_config("proyecto4", toml).train.label_smoothing == 0.2
+    with pytest.raises(ValueError, match="train.label_smoothing must be in"):
+        resolve_config("proyecto4", label_smoothing=1.5)
+    assert "--label-smoothing" in flags_of(subparser("train"))
+    assert "--label-smoothing" not in flags_of(subparser("ladder"))  # a training option: the ladder keeps the preset's

@@ -87,7 +87,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 added to the gradient (coupled), per step
     schedule: Schedule = "constant"  # 'warmup_linear': linear rise over warmup_epochs, then linear decay to 0
     warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = option(0.0, metavar="X", help="label smoothing of the cross-entropy, e.g. 0.1 (0: off)")
     loss: Loss = "logits"  # 'keras_probs': from clipped bf16 softmax probabilities, as mixed_bfloat16 Keras
     low_res_size: int = 0  # progressive resizing: side the training images are shrunk to at first; 0 = off
     low_res_epochs: int = 0  # epochs trained at low_res_size before the full size
