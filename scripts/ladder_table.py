@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 from cifarlab.presets import get_preset
@@ -46,8 +47,18 @@ def _config_record(run_dir: Path) -> dict:
         return {}
 
 
+def spread(preset: str, runs_dir: Path) -> str:
+    """'mean ± std (n)' of the test accuracy over the preset's finished seeds, or '–' below two of them."""
+    finished = [path for path in sorted(runs_dir.glob(f"{preset}-s*")) if (path / "metrics.json").exists()]
+    accuracies = [100 * load_run(path).metrics["test_accuracy"] for path in finished]
+    if len(accuracies) < 2:
+        return "–"
+    return f"{statistics.mean(accuracies):.2f} ± {statistics.stdev(accuracies):.2f} ({len(accuracies)})"
+
+
 def row(preset: str, run_dir: Path) -> str:
-    """One markdown row: the seed's figure, ours, the difference, epochs, time, hardware and status."""
+    """One markdown row: the seed's figure, ours, the spread over seeds, the difference, epochs, time, hardware and
+    status."""
     recipe = get_preset(preset)
     seed, planned = recipe.seed_accuracy, recipe.config.train.epochs
     head = f"| {preset} | {seed:.2f} % |"
@@ -58,15 +69,16 @@ def row(preset: str, run_dir: Path) -> str:
         if run.epochs_run < planned:
             status = f"full recipe: early stopping (best epoch {run.metrics['best_epoch']})"
         return (
-            f"{head} **{ours:.2f} %** | {ours - seed:+.2f} | {run.epochs_run} / {planned} | "
+            f"{head} **{ours:.2f} %** | {spread(preset, run_dir.parent)} | {ours - seed:+.2f} | "
+            f"{run.epochs_run} / {planned} | "
             f"{_minutes(run.train_seconds)} | {_hardware(run.record)} | {status} |"
         )
     history = _history(run_dir)
     if not history.get("epoch"):
-        return f"{head} not started | – | 0 / {planned} | – | – | queued; the ladder command runs it |"
+        return f"{head} not started | – | – | 0 / {planned} | – | – | queued; the ladder command runs it |"
     epoch, val = int(history["epoch"][-1]), history["val_accuracy"]
     return (
-        f"{head} partial: val. {100 * val[-1]:.2f} % at epoch {epoch} (best {100 * max(val):.2f} %) | – | "
+        f"{head} partial: val. {100 * val[-1]:.2f} % at epoch {epoch} (best {100 * max(val):.2f} %) | – | – | "
         f"{epoch} / {planned} | {_minutes(sum(history['seconds']))} so far | {_hardware(_config_record(run_dir))} | "
         "stopped mid-run; the ladder command continues it |"
     )
@@ -74,9 +86,9 @@ def row(preset: str, run_dir: Path) -> str:
 
 def table(runs_dir: Path, seed: int = 0) -> str:
     lines = [
-        "| step | seed's test acc. | ours (JPEG copy) | difference | epochs run / planned | training time | hardware "
-        "| status |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| step | seed's test acc. | ours (JPEG copy), seed 0 | over seeds: mean ± std (n) | difference | "
+        "epochs run / planned | training time | hardware | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     lines += [row(f"proyecto{i}", runs_dir / f"proyecto{i}-s{seed}") for i in range(1, 10)]
     return "\n".join(lines)

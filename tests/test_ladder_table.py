@@ -42,11 +42,11 @@ def test_rows_say_what_ran_and_what_is_left(ladder_table, tmp_path):
     rows = ladder_table.table(_runs(tmp_path)).splitlines()
     assert len(rows) == 2 + 9
     assert rows[2] == (
-        "| proyecto1 | 65.74 % | **64.75 %** | -0.99 | 200 / 200 | 120 min | AMD EPYC, 2 threads, AVX512-BF16 "
+        "| proyecto1 | 65.74 % | **64.75 %** | – | -0.99 | 200 / 200 | 120 min | AMD EPYC, 2 threads, AVX512-BF16 "
         "| full length |"
     )
-    assert "**73.40 %** | +0.54 | 22 / 200 | 23 min | – | full recipe: early stopping (best epoch 12)" in rows[3]
-    assert "partial: val. 50.00 % at epoch 3 (best 55.00 %) | – | 3 / 200 | 2 min so far | – | stopped" in rows[4]
+    assert "**73.40 %** | – | +0.54 | 22 / 200 | 23 min | – | full recipe: early stopping (best epoch 12)" in rows[3]
+    assert "partial: val. 50.00 % at epoch 3 (best 55.00 %) | – | – | 3 / 200 | 2 min so far | – | stopped" in rows[4]
     assert all("not started" in row and "queued" in row for row in rows[5:])
 
 
@@ -82,3 +82,17 @@ def test_keep_never_replaces_a_record_that_went_further(ladder_table, tmp_path, 
     assert "| proyecto4 | 83.32 % | partial: val. 30.00 % at epoch 1" in text  # a new row is kept
     assert (kept / "proyecto4-s0" / "history.csv").exists()
     assert len((kept / "proyecto3-s0" / "history.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_a_step_with_several_finished_seeds_shows_their_spread(ladder_table, tmp_path):
+    runs = _runs(tmp_path)
+    for seed, accuracy in ((1, 0.6575), (2, 0.6375)):
+        run_dir = runs / f"proyecto1-s{seed}"
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text("{}")
+        _history(run_dir, [(e, 0.6, 6.0) for e in range(1, 201)])
+        metrics = {"test_accuracy": accuracy, "epochs_run": 200, "best_epoch": 200, "train_seconds": 7000.0}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    rows = ladder_table.table(runs).splitlines()
+    assert "| **64.75 %** | 64.75 ± 1.00 (3) | -0.99 |" in rows[2]  # seeds 0, 1, 2: 64.75, 65.75, 63.75
+    assert "**73.40 %** | – |" in rows[3]  # one seed: no spread
