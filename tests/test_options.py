@@ -132,3 +132,8 @@ def test_label_smoothing_is_a_flag_declared_on_its_field_alone(tmp_path):
         resolve_config("proyecto4", label_smoothing=1.5)
     assert "--label-smoothing" in flags_of(subparser("train"))
     assert "--label-smoothing" not in flags_of(subparser("ladder"))  # a training option: the ladder keeps the preset's
+
+
+def test_a_flag_without_a_metavar_shows_its_field_name():
+    help_text = subparser("train").format_help()
+    assert "--lr LR" in help_text and "__" not in help_text

@@ -84,7 +84,8 @@ class RunOption:
             return
         choices = typing.get_args(self.hint) if typing.get_origin(self.hint) is typing.Literal else None
         parse = self.flag.parse or _parser_of(self.hint)
-        parser.add_argument(self.name, dest=self.dest, type=parse, choices=choices, metavar=self.flag.metavar,
+        metavar = self.flag.metavar or (None if choices else self.field.name.upper())  # not the dotted dest
+        parser.add_argument(self.name, dest=self.dest, type=parse, choices=choices, metavar=metavar,
                             default=None, help=self.flag.help)  # fmt: skip
 
 
