@@ -274,7 +274,6 @@ def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
     val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
     metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss, **val}
     files.write_checkpoint(trainer.model, trainer.checkpoint_meta(metrics, epoch=best_epoch or trainer.epoch))
-    counts = count_params(trainer.model)
     files.write_metrics({
         "test_accuracy": test.accuracy,
         "test": test.to_dict(trainer.class_names),
@@ -284,7 +283,7 @@ def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
         **val,
         "stopped": stop_reason(trainer.callbacks, trainer.epoch, config.train.epochs),
         "notes": list(trainer.notes),
-        "params": {"total": counts.total, "trainable": counts.trainable, "non_trainable": counts.non_trainable},
+        "params": count_params(trainer.model).to_dict(),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     })  # fmt: skip
     _finish_run(trainer, run_dir)

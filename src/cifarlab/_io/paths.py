@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
+
+
+def write_error(folder: Path) -> str | None:
+    """Why a file cannot be written in `folder` (an existing folder), or None when it can.
+
+    A real write, not the mode bits: a read-only or virtual filesystem (/proc) only shows on a write.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as error:
+        return str(error.strerror or error)
 
 
 def writable_file(path: str | Path, flag: str) -> Path:
@@ -26,12 +38,6 @@ def writable_file(path: str | Path, flag: str) -> Path:
             break
     if not parent.is_dir():
         raise ValueError(f"{flag} {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: cannot write in {parent} (permission denied)")
-    probe = parent / f".{path.name}.probe-{os.getpid()}"
-    try:  # os.access trusts the mode bits; a read-only or virtual filesystem (/proc) only shows on a write
-        probe.touch()
-    except OSError as error:
-        raise ValueError(f"{flag} {path}: cannot write in {parent} ({error.strerror or error})") from None
-    probe.unlink(missing_ok=True)
+    if (error := write_error(parent)) is not None:
+        raise ValueError(f"{flag} {path}: cannot write in {parent} ({error})")
     return path

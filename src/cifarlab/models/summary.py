@@ -19,6 +19,10 @@ class ParamCounts:
         """All parameters."""
         return self.trainable + self.non_trainable
 
+    def to_dict(self) -> dict[str, int]:
+        """{'total', 'trainable', 'non_trainable'}: as metrics.json records them."""
+        return {"total": self.total, "trainable": self.trainable, "non_trainable": self.non_trainable}
+
 
 def count_params(model: nn.Module) -> ParamCounts:
     """Count parameters the way Keras does.

@@ -74,7 +74,7 @@ class SavedRun:
             counts = count_params(preset_model(self.config))
         except Exception:  # a report still draws without the counts (e.g. a backbone run that moved)
             return None
-        return {"total": counts.total, "trainable": counts.trainable, "non_trainable": counts.non_trainable}
+        return counts.to_dict()
 
     @property
     def epochs_planned(self) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from cifarlab._io.atomic import write_json, write_with
+from cifarlab._io.paths import write_error
 from cifarlab._version import __version__
 from cifarlab.config import RunConfig
 from cifarlab.inference.checkpoint import CHECKPOINT_NAME, meta_path, save_checkpoint
@@ -187,10 +187,10 @@ def _make_writable_dir(path: Path, name: str) -> None:
     """Create `path` (and its parents) and check a file can be written in it; else a one-line ValueError."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
     except OSError as error:
         raise ValueError(f"{name}: cannot write there ({error.strerror or error})") from None
+    if (error := write_error(path)) is not None:
+        raise ValueError(f"{name}: cannot write there ({error})")
 
 
 def git_revision() -> str | None:

@@ -27,7 +27,6 @@ from cifarlab.training.run_dir import (
 )
 
 TRACKERS = ("tensorboard", "mlflow")
-MLFLOW_RECORD = MLFLOW_RECORD_NAME  # the MLflow run a run directory logs to, so a resumed run continues it
 ARTIFACTS = (REPORT_NAME, CHECKPOINT_NAME, META_NAME, CONFIG_NAME, METRICS_NAME, HISTORY_NAME)
 
 
@@ -147,7 +146,7 @@ class MLflowTracker(Tracker):
         run_dir = self._run_dir()
         uri = self._resolve_uri()
         self.client = self._client_class(tracking_uri=uri)
-        record_path = run_dir / MLFLOW_RECORD
+        record_path = run_dir / MLFLOW_RECORD_NAME  # the MLflow run this run logs to: a resumed run continues it
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         if record.get("tracking_uri") == uri:
             self.run_id = record["run_id"]
