@@ -37,7 +37,8 @@ def fake_run(root: Path, name: str, preset: str, seed: int, accuracy: float, sec
 def runs(tmp_path):
     root = tmp_path / "runs"
     made = [fake_run(root, f"proyecto1-s{s}", "proyecto1", s, acc) for s, acc in zip((0, 1, 2), (0.60, 0.61, 0.62))]
-    made += [fake_run(root / "ladder", f"proyecto4-s{s}", "proyecto4", s, acc, epochs=10)
+    # as `cifarlab ladder --epochs-scale 0.1` runs them: epochs and patience scaled
+    made += [fake_run(root / "ladder", f"proyecto4-s{s}", "proyecto4", s, acc, epochs=10, patience=1)
              for s, acc in zip((0, 1), (0.615, 0.625))]  # fmt: skip
     made.append(fake_run(root, "proyecto4-lr", "proyecto4", 0, 0.70, lr=2e-3, epochs=10))
     (root / "unfinished").mkdir()
@@ -51,6 +52,7 @@ def test_seeds_are_grouped_with_mean_and_std_and_close_groups_are_flagged(runs, 
     assert lines[2].startswith("proyecto1 ") and re.search(r"61\.00 ± 1\.00\s+65\.74\s+-4\.74\s+3$", lines[2])
     assert lines[3].startswith("proyecto4 x0.1 ")  # a shortened run says its scale
     assert re.search(r"62\.00 ± 0\.71\s+83\.32\s+-21\.32\s+2$", lines[3])
+    assert lines[4].startswith("proyecto4 (epochs=10, lr=0.002) ")  # not a ladder's scale: its changes
     assert re.search(r"\s70\.00\s+83\.32\s+-13\.32\s+1$", lines[4])  # another lr: its own group
     flags = [line for line in text.splitlines() if line.startswith("~ ")]
     assert len(flags) == 1 and "proyecto1 (n=3) vs proyecto4 x0.1 (n=2): 1.00 points apart" in flags[0]
@@ -74,6 +76,7 @@ def test_compare_html_is_self_contained_with_its_three_plots(runs, tmp_path):
     write_comparison(runs, tmp_path / "out")
     html = (tmp_path / "out" / "compare.html").read_text()
     assert html.count('src="data:image/png;base64,') == 3
+    assert "6 runs of 3 configs" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html) and "<script" not in html
     assert "61.00 ± 1.00" in html and "Shortened runs" in html and "proyecto4 x0.1" in html
     assert "within their seed spread" in html
@@ -107,3 +110,24 @@ def test_compare_of_a_real_run(tmp_path, tiny_dataset):
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"{metrics['test_accuracy'] * 100:.2f}" in text.splitlines()[2]
     assert (run / "compare.html").is_file()
+
+
+def test_a_run_that_only_changes_its_epochs_is_not_labelled_a_ladder_scale(tmp_path):
+    user = fake_run(tmp_path, "mine", "fast88", 0, 0.80, epochs=1)
+    ladder = fake_run(tmp_path, "ladder", "fast88", 0, 0.80, epochs=1, patience=2)
+    text = write_comparison([user, ladder], tmp_path / "out")
+    assert "fast88 (epochs=1) " in text and "fast88 x0.2 " in text
+    html = (tmp_path / "out" / "compare.html").read_text()
+    assert "scaled as by <code>cifarlab ladder --epochs-scale</code>): fast88 x0.2;" in html
+    assert "2 runs of 2 configs" in html
+
+
+def test_without_validation_the_curves_section_says_so_instead_of_an_empty_chart(tmp_path):
+    run = fake_run(tmp_path, "all-train", "fast88", 0, 0.88)
+    history = History.from_csv(run / "history.csv")
+    history.history["val_accuracy"] = [float("nan")] * 3
+    history.history["val_loss"] = [float("nan")] * 3
+    history.to_csv(run / "history.csv")
+    write_comparison([run], tmp_path / "out")
+    html = (tmp_path / "out" / "compare.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 2 and "No run here held out a validation split" in html

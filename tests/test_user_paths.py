@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -80,3 +84,36 @@ def test_the_export_line_says_whether_the_file_scores_what_the_run_printed(run, 
     assert "TTA off, as the run's test accuracy was measured" in capsys.readouterr().out
     assert main(["export", str(run), "--tta", "--out", str(tmp_path / "views.onnx")]) == 0
     assert "TTA level 2, while the run's test accuracy used TTA off" in capsys.readouterr().out
+
+
+def test_train_shows_the_final_evaluation_and_the_report_as_they_happen(image_folder, tmp_path, capsys):
+    """The end of a run is not silent: a line and a bar for the test (and val) pass with TTA, then the report."""
+    config = tmp_path / "tta.toml"
+    config.write_text("[train]\ntta = 2\n")
+    code = main(["train", "--preset", "proyecto1", "--config", str(config), "--data", str(image_folder),
+                 "--epochs", "1", "--batch-size", "16", "--val-size", "20", "--out", str(tmp_path / "run"),
+                 "--precision", "fp32"])  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    out, bars = captured.out, captured.err.replace("\r", "\n").splitlines()
+    testing, report = out.index("testing the final model with test-time augmentation"), out.index("writing the report")
+    assert testing < report
+    assert any(bar.startswith("test: 100%") for bar in bars), bars  # the test pass's own bar, to its end
+    assert any(bar.startswith("val: 100%") for bar in bars), bars
+
+
+def test_an_installed_copy_names_the_git_revision_it_was_built_from(tmp_path):
+    """`pip install .` leaves no checkout behind; the build writes the revision into the package for run records."""
+    root = Path(__file__).parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    build = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path / "lib")],
+                           cwd=root, capture_output=True, text=True)  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    built = (tmp_path / "lib" / "cifarlab" / "_build_revision.txt").read_text().strip()
+    assert built in (head, head + "+uncommitted")
+    ask = "from cifarlab.training.run_dir import git_revision; print(git_revision())"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "lib")}
+    out = subprocess.run([sys.executable, "-c", ask], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == built, out.stderr

@@ -261,9 +261,9 @@ def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
         raise
     best_epoch = trainer.restore_best()
     trainer.log("testing the final model" + (" with test-time augmentation" if config.train.tta else ""))
-    test = trainer.evaluate(trainer.test_split, tta=config.train.tta)
+    test = trainer.evaluate(trainer.test_split, tta=config.train.tta, desc="test")
     val_split = trainer.val_split  # its predictions let the report fit a temperature on validation, never on test
-    val_eval = trainer.evaluate(val_split, tta=config.train.tta) if val_split is not None else None
+    val_eval = trainer.evaluate(val_split, tta=config.train.tta, desc="val") if val_split is not None else None
     train_seconds = sum(history.history["seconds"])
     result = RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
     if not trainer.dist.is_main:  # rank 0 writes the run's files

@@ -15,13 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
 from cifarlab._io.atomic import write_text
 from cifarlab.reports.html import esc, figure_png, img, page, plt, section, table
 from cifarlab.reports.saved_run import SavedRun, find_runs, load_run
 
 COMPARE_HTML = "compare.html"
 COMPARE_CSV = "compare.csv"
-_HEADERS = ("preset", "model", "params", "epochs", "best", "time", "img/s", "val acc", "test acc", "seed", "diff", "n")
+_HEADERS = (
+    "run", "model", "params", "epochs", "best", "time", "img/s", "val acc", "test acc", "Keras", "vs Keras", "n",
+)  # fmt: skip
+_KERAS_NOTE = "Keras = the test accuracy the seed's Keras project reported for that step; vs Keras = test acc minus it"
 
 
 @dataclass
@@ -182,7 +187,8 @@ def _terminal_table(rows: list[tuple[str, ...]]) -> str:
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     lines = [line(_HEADERS), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-    lines.append("accuracies in %; test acc is mean ± std over the n seeds of a group; diff = test acc - the seed's")
+    lines.append("accuracies in %; test acc is mean ± std over the n random seeds of a group")
+    lines.append(_KERAS_NOTE)
     return "\n".join(lines) + "\n"
 
 
@@ -235,32 +241,50 @@ def _html(groups: list[RunGroup], rows: list[tuple[str, ...]], flagged: list) ->
          f"{run.metrics['test_accuracy'] * 100:.2f}", run.metrics.get("stopped", "-"))
         for group in groups for run in group.runs
     ]  # fmt: skip
-    scaled = sorted({run.label for group in groups for run in group.runs if run.label != run.config.preset})
-    scale_note = (f"<p class=\"note\">Shortened runs (epochs and patience scaled): {esc(', '.join(scaled))}; their "
-                  "accuracy is not the full recipe's.</p>" if scaled else "")  # fmt: skip
+    scaled = sorted({run.label for group in groups for run in group.runs if run.scale is not None})
+    changed = sorted({run.label for group in groups for run in group.runs if run.scale is None and run.changes})
+    scale_note = (f"<p class=\"note\">Shortened runs (epochs and patience scaled as by <code>cifarlab ladder "
+                  f"--epochs-scale</code>): {esc(', '.join(scaled))}; their accuracy is not the full recipe's.</p>"
+                  if scaled else "")  # fmt: skip
+    scale_note += (f"<p class=\"note\">Runs that changed their preset's recipe show the changes in brackets: "
+                   f"{esc(', '.join(changed))}.</p>" if changed else "")  # fmt: skip
     table_section = (
         scale_note
         + table(_HEADERS, rows, numeric)
-        + "<p>Accuracies in %. <i>test acc</i> is the mean ± sample std over the <i>n</i> seeds of a group (runs "
-        "whose config differs only by the seed); <i>diff</i> is it minus the seed's accuracy for the preset.</p>"
+        + "<p>Accuracies in %. <i>test acc</i> is the mean ± sample std over the <i>n</i> random seeds of a group "
+        "(runs whose config differs only by the random seed). <i>Keras</i> is the test accuracy the seed's Keras "
+        "project (the ten steps cifarlab's proyecto presets reproduce) reported for that step; <i>vs Keras</i> is "
+        "<i>test acc</i> minus it.</p>"
         + (_flag_lines(flagged, plain=False) or "<p>No two groups are closer than their seed spread.</p>")
     )
     runs_section = table(
-        ("run", "seed", "directory", "epochs", "best", "time", "val acc", "test acc", "why it stopped"),
+        ("run", "random seed", "directory", "epochs", "best", "time", "val acc", "test acc", "why it stopped"),
         per_run,
         (False, True, False, True, True, True, True, True, False),
     )
     plots = img(_scatter_png(groups, "time"), "test accuracy against training time") + img(
         _scatter_png(groups, "params"), "test accuracy against parameters"
     )
+    with_val = any(_has_validation(run) for group in groups for run in group.runs)
+    curves = (img(_curves_png(groups), "validation accuracy of every run") if with_val else
+              "<p>No run here held out a validation split (their presets train on every training image), so there "
+              "is no validation curve to draw.</p>")  # fmt: skip
     sections = [
         section("table", "Runs by config", table_section),
         section("plots", "Accuracy, time and size", plots),
-        section("curves", "Validation curves", img(_curves_png(groups), "validation accuracy of every run")),
+        section("curves", "Validation curves", curves),
         section("runs", "Every run", runs_section),
     ]
     n = sum(len(group.runs) for group in groups)
-    return page("cifarlab compare", f"{n} runs in {len(groups)} configs", sections)
+    return page("cifarlab compare", f"{_count(n, 'run')} of {_count(len(groups), 'config')}", sections)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _has_validation(run: SavedRun) -> bool:
+    return any(v == v for v in run.history.history["val_accuracy"])
 
 
 def _colors(n: int) -> list:
@@ -271,7 +295,7 @@ def _colors(n: int) -> list:
 def _scatter_png(groups: list[RunGroup], x_axis: str) -> bytes:
     """Test accuracy against training time or parameters (log x), one labelled colour per group."""
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    seed_drawn = False
+    seed_drawn, xs = False, []
     for group, color in zip(groups, _colors(len(groups))):
         points = []
         for run in group.runs:
@@ -280,16 +304,23 @@ def _scatter_png(groups: list[RunGroup], x_axis: str) -> bytes:
                 points.append((x, run.metrics["test_accuracy"] * 100))
         if not points:
             continue
+        xs += [p[0] for p in points]
         ax.scatter([p[0] for p in points], [p[1] for p in points], color=color, s=36, label=group.label, zorder=3)
         x_mean = statistics.fmean(p[0] for p in points)
         ax.annotate(group.label, (x_mean, group.mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
         seed = group.runs[0].seed_accuracy
         if x_axis == "params" and seed is not None:
             ax.scatter([x_mean], [seed], facecolors="none", edgecolors=color, s=70, marker="D", zorder=2,
-                       label="the seed's accuracy" if not seed_drawn else None)  # fmt: skip
+                       label="the Keras project's accuracy" if not seed_drawn else None)  # fmt: skip
             seed_drawn = True
-    ax.set_xscale("log")
-    ax.set_xlabel("training time (s, log scale)" if x_axis == "time" else "parameters (Keras-style total, log scale)")
+    log = bool(xs) and max(xs) >= 10 * min(xs)  # a log axis only across a decade or more
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_locator(FixedLocator(_TIME_TICKS) if x_axis == "time" else LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _seconds_tick(x) if x_axis == "time" else _count_tick(x)))
+    scale = " (log scale)" if log else ""
+    ax.set_xlabel(f"training time{scale}" if x_axis == "time" else f"parameters (Keras-style total){scale}")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy against " + ("training time" if x_axis == "time" else "parameters"))
     ax.grid(alpha=0.3, which="both")
@@ -298,25 +329,37 @@ def _scatter_png(groups: list[RunGroup], x_axis: str) -> bytes:
     return figure_png(fig)
 
 
+_TIME_TICKS = [s * unit for unit in (1, 60, 3600) for s in (1, 2, 5, 10, 20, 30)] + [24 * 3600]  # 1 s ... 1 day
+
+
+def _seconds_tick(seconds: float) -> str:
+    """A time axis label: 40 s, 2.5 min, 1.5 h."""
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    return f"{seconds / 60:.3g} min" if seconds < 3600 else f"{seconds / 3600:.3g} h"
+
+
+def _count_tick(count: float) -> str:
+    """A parameter axis label: 950, 120k, 1.5M."""
+    if count < 1000:
+        return f"{count:.3g}"
+    return f"{count / 1000:.3g}k" if count < 1e6 else f"{count / 1e6:.3g}M"
+
+
 def _curves_png(groups: list[RunGroup]) -> bytes:
     """Every run's validation accuracy per epoch on one chart (a group's runs share its colour)."""
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    drawn = False
     for group, color in zip(groups, _colors(len(groups))):
         for i, run in enumerate(group.runs):
             h = run.history.history
-            if not any(v == v for v in h["val_accuracy"]):
+            if not _has_validation(run):
                 continue
             ax.plot(h["epoch"], h["val_accuracy"], color=color, alpha=0.85, label=group.label if i == 0 else None)
-            drawn = True
-    if not drawn:
-        ax.text(0.5, 0.5, "no run has a validation split", ha="center", va="center", transform=ax.transAxes)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val_accuracy")
     ax.set_title("Validation accuracy of every run")
     ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return figure_png(fig)

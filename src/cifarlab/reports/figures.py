@@ -95,8 +95,9 @@ def reliability_png(before: list[ReliabilityBin], after: list[ReliabilityBin] | 
         accuracy = [0.0 if b.count == 0 else b.accuracy for b in bins]  # an empty bin draws no bar and no gap
         confidence = [0.0 if b.count == 0 else b.confidence for b in bins]
         ax.bar(centers, accuracy, width=width, edgecolor="black", color="#4c72b0", label="accuracy")
+        # the gap is hatched, not filled: over a bar (underconfidence) and over white it looks as in the legend
         ax.bar(centers, np.subtract(confidence, accuracy), bottom=accuracy, width=width, edgecolor="#d62728",
-               color="#d62728", alpha=0.25, hatch="//", label="gap to confidence")  # fmt: skip
+               facecolor="none", hatch="//", linewidth=1.2, label="gap to confidence")  # fmt: skip
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
         for center, b, acc in zip(centers, bins, accuracy):
             if b.count:

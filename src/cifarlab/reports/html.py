@@ -25,8 +25,9 @@ th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertic
 th { background: #f4f4f6; } td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 img.plot { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 .result { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 2em; margin: 0.2em 0; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(112px, 1fr)); gap: 10px; }
-.grid figure { margin: 0; font-size: 0.78em; text-align: center; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(132px, 1fr)); gap: 10px; }
+.grid figure { margin: 0; font-size: 0.78em; text-align: center; min-width: 0; }
+.grid figcaption span { display: block; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .grid img { width: 96px; height: 96px; image-rendering: pixelated; border: 1px solid #ccc; }
 .wrong { color: #b00020; } .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
 .missing { background: #fdecea; border-left: 4px solid #d93025; padding: 0.4em 0.8em; }

@@ -94,9 +94,8 @@ def _what_ran(run: SavedRun) -> str:
     )
     speed = run.images_per_second
     minutes, seconds = divmod(round(run.train_seconds), 60)
-    scale = run.scale
     rows = [
-        ("preset", run.config.preset + (f" (epochs scaled x{scale:.3g})" if run.label != run.config.preset else "")),
+        ("preset", run.config.preset + _changed(run)),
         ("model", run.config.model),
         ("parameters (Keras-style)", counts),
         ("data source", dataset.get("source", run.config.data.source)),
@@ -108,13 +107,22 @@ def _what_ran(run: SavedRun) -> str:
         ("device, precision", f"{record.get('device', '?')}, {record.get('precision', '?')}"),
         ("hardware", record.get("hardware", "not recorded")),
         ("versions", _versions(record)),
-        ("git revision", record.get("git_revision") or "unknown (not run from a git checkout)"),
+        ("git revision", record.get("git_revision") or "unknown (cifarlab was not installed from a git checkout)"),
         ("finished", run.finished_at),
         ("training time", f"{minutes}m{seconds:02d}s over {run.epochs_run} epochs (each epoch's validation included)"),
         ("training speed", f"{speed:,.0f} images/s" if speed else "unknown"),
-        ("seed", run.config.seed),
+        ("random seed", run.config.seed),
     ]
     return key_values(rows)
+
+
+def _changed(run: SavedRun) -> str:
+    """What the run changed in its preset, as a note after the preset's name."""
+    if run.scale is not None:
+        return f" (epochs and patience scaled x{run.scale:.3g}, as by cifarlab ladder --epochs-scale)"
+    if run.changes:
+        return " (changed: " + ", ".join(f"{key}={value}" for key, value in run.changes.items()) + ")"
+    return ""
 
 
 def _versions(record: dict[str, Any]) -> str:
@@ -140,7 +148,12 @@ def _result(run: SavedRun) -> str:
     ]  # fmt: skip
     seed = run.seed_accuracy
     if seed is not None:
-        rows.append(("the seed's accuracy", f"{seed:.2f} % (ours {accuracy * 100 - seed:+.2f} points)"))
+        rows.append(
+            (
+                "the Keras project's accuracy",
+                f"{seed:.2f} % reported for this step (ours {accuracy * 100 - seed:+.2f} points)",
+            )
+        )
     return f'<p class="result">&gt; {accuracy * 100:.3f}</p>' + key_values(rows)
 
 
@@ -207,8 +220,9 @@ def _mistakes(run: SavedRun, predictions: dict[str, np.ndarray] | None, data: st
         return intro + _missing(problem) + table(("test index", "true", "predicted", "probability"), rows)
     cells = []
     for i in shown:
-        caption = (f'<span>true: {esc(names[labels[i]])}</span><br><span class="wrong">predicted: '
-                   f"{esc(names[predicted[i]])} {confidence[i]:.3f}</span><br>#{int(index[i])}")  # fmt: skip
+        true, guess = esc(names[labels[i]]), esc(names[predicted[i]])
+        caption = (f'<span title="true: {true}">true: {true}</span><span class="wrong" title="predicted: {guess}">'
+                   f"predicted: {guess}</span><span>p = {confidence[i]:.3f} · #{int(index[i])}</span>")  # fmt: skip
         picture = img(figures.thumbnail_png(images[index[i]]), f"test image {int(index[i])}", "thumb")
         cells.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
     return intro + '<div class="grid">' + "".join(cells) + "</div>"

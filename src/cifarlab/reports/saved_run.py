@@ -18,7 +18,7 @@ import numpy as np
 
 from cifarlab.config import RunConfig, config_from_dict
 from cifarlab.models.summary import count_params
-from cifarlab.presets import get_preset, ladder_config_scale
+from cifarlab.presets import get_preset, ladder_config_scale, preset_changes
 from cifarlab.training.history import History
 from cifarlab.training.run_dir import CONFIG_NAME, HISTORY_NAME, METRICS_NAME, RUN_FILES, RunFiles
 from cifarlab.transfer import preset_model
@@ -110,9 +110,20 @@ class SavedRun:
         return max(values) if values else None
 
     @property
+    def _train_images(self) -> int | None:
+        """Training images before validation was held out, as config.json's dataset records them."""
+        dataset = self.record.get("dataset", {})
+        return dataset["train"] + dataset.get("val", 0) if "train" in dataset else None
+
+    @cached_property
+    def changes(self) -> dict[str, Any] | None:
+        """What the run changed from its preset's recipe (see `preset_changes`); None for no registered preset."""
+        return preset_changes(self.config, self._train_images)
+
+    @property
     def scale(self) -> float | None:
-        """The epochs scale of a shortened run of a preset (1.0 for the preset's own epochs)."""
-        return ladder_config_scale(self.config)
+        """The epochs scale of a run of `cifarlab ladder --epochs-scale` (None for any other run)."""
+        return ladder_config_scale(self.config, self._train_images)
 
     @property
     def seed_accuracy(self) -> float | None:
@@ -124,9 +135,19 @@ class SavedRun:
 
     @property
     def label(self) -> str:
-        """The preset's name, with its epochs scale when it is not 1 (e.g. 'proyecto4 x0.1')."""
-        scale = self.scale
-        return self.config.preset if scale is None or abs(scale - 1) < 1e-9 else f"{self.config.preset} x{scale:.3g}"
+        """The preset's name, with what the run changed in it.
+
+        A shortened ladder run shows its scale ('proyecto4 x0.1'); any other change shows as options
+        ('fast88 (epochs=1)', 'proyecto5 (lr=0.01, batch_size=64, +1 more)').
+        """
+        scale, changes = self.scale, self.changes
+        if scale is not None:
+            return f"{self.config.preset} x{scale:.3g}"
+        if not changes:
+            return self.config.preset
+        shown = [f"{key}={_short_value(value)}" for key, value in list(changes.items())[:2]]
+        more = f", +{len(changes) - 2} more" if len(changes) > 2 else ""
+        return f"{self.config.preset} ({', '.join(shown)}{more})"
 
     @property
     def finished_at(self) -> str:
@@ -134,6 +155,12 @@ class SavedRun:
         if self.metrics.get("finished_at"):
             return str(self.metrics["finished_at"])
         return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime((self.run_dir / METRICS_NAME).stat().st_mtime))
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def load_run(run_dir: str | Path) -> SavedRun:

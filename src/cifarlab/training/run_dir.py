@@ -193,15 +193,31 @@ def _make_writable_dir(path: Path, name: str) -> None:
         raise ValueError(f"{name}: cannot write there ({error})")
 
 
+BUILD_REVISION_NAME = "_build_revision.txt"  # written into an installed package by setup.py
+
+
 def git_revision() -> str | None:
-    """The git commit of the cifarlab source, when it runs from a checkout."""
+    """The git commit of the running cifarlab, '+uncommitted' appended when its source had changes; None if unknown.
+
+    An installed copy (`pip install .`) carries the revision it was built from (setup.py writes it); a checkout
+    (`pip install -e .`) is asked directly.
+    """
+    package = Path(__file__).parents[1]
+    built = package / BUILD_REVISION_NAME
+    if built.is_file():
+        return built.read_text().strip() or None
+    revision = _git(package, "rev-parse", "HEAD")
+    if revision and _git(package, "status", "--porcelain", "--untracked-files=no", "--", "."):
+        revision += "+uncommitted"
+    return revision or None
+
+
+def _git(folder: Path, *args: str) -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
+        done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def run_record(

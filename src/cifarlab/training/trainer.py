@@ -360,10 +360,11 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.stop_training = bool(state["stop_training"])
 
-    def evaluate(self, split: Any, tta: int = 0) -> EvalResult:
+    def evaluate(self, split: Any, tta: int = 0, desc: str | None = None) -> EvalResult:
         """Loss, accuracy and confusion matrix of the current model on a split, with `tta` views (see TTA).
 
-        On several ranks each evaluates its shard of the split and the results are summed (a collective).
+        With `desc`, a progress bar so named (unless quiet; rank 0 only). On several ranks each evaluates its
+        shard of the split and the results are summed (a collective).
         """
         model = TTA(self.model if self.dist.enabled else self.forward_model, tta)  # DDP's forward is for training
 
@@ -376,6 +377,8 @@ class Trainer:
                 batch_size=self.recipe.eval_batch_size,
                 precision=self.precision,
                 channels_last=self.config.channels_last,
+                desc=desc or "evaluate",
+                progress=desc is not None and not self.config.quiet and self.dist.is_main,
             )
 
         return self.dist.evaluate(run, split, len(self.class_names)) if self.dist.enabled else run(split)

@@ -192,7 +192,7 @@ class TransferTrainer(Trainer):
         count = len(self.train_split) + (len(self.val_split) if self.val_split is not None else 0)
         self.notes.append(f"backbone frozen: features of {count} train/val images {how}; the head trains on them")
 
-    def evaluate(self, split: Any, tta: int = 0) -> EvalResult:
+    def evaluate(self, split: Any, tta: int = 0, desc: str | None = None) -> EvalResult:
         """Evaluate on cached features (FeatureSplit), or on images through the whole network."""
         if isinstance(split, FeatureSplit):
             return evaluate_features(
@@ -200,10 +200,10 @@ class TransferTrainer(Trainer):
                 batch_size=self.recipe.eval_batch_size, precision=self.precision,
             )  # fmt: skip
         if not self.cached:
-            return super().evaluate(split, tta)
+            return super().evaluate(split, tta, desc)
         head_only, self.forward_model = self.forward_model, self.model
         try:
-            return super().evaluate(split, tta)
+            return super().evaluate(split, tta, desc)
         finally:
             self.forward_model = head_only
 
