@@ -12,6 +12,7 @@ SUBCOMMANDS = [
     "models",
     "train",
     "ladder",
+    "tune",
     "evaluate",
     "predict",
     "export",

@@ -12,6 +12,7 @@ from cifarlab.presets import get_preset, list_presets
 from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from cifarlab.training.history import History
 from cifarlab.training.trainer import Trainer
+from cifarlab.tuning import TuneResult, tune
 
 __all__ = [
     "Callback",
@@ -26,6 +27,7 @@ __all__ = [
     "Split",
     "TrainConfig",
     "Trainer",
+    "TuneResult",
     "count_params",
     "create_model",
     "evaluate",
@@ -38,4 +40,5 @@ __all__ = [
     "resume",
     "run_ladder",
     "train",
+    "tune",
 ]

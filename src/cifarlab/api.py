@@ -73,7 +73,7 @@ class RunResult:
     run_dir: Path
     config: RunConfig
     history: History
-    test: EvalResult
+    test: EvalResult | None  # None for a run that did not read the test split (a search's trial)
     best_epoch: int | None
     train_seconds: float
     notes: list[str]
@@ -86,7 +86,8 @@ class RunResult:
         if self.best_epoch is not None:
             parts.append(f"best val_accuracy {self.history.history['val_accuracy'][self.best_epoch - 1]:.4f} "
                          f"(epoch {self.best_epoch})")  # fmt: skip
-        parts.append(f"test accuracy {self.test.accuracy:.4f}")
+        if self.test is not None:
+            parts.append(f"test accuracy {self.test.accuracy:.4f}")
         return ", ".join(parts)
 
 
@@ -113,6 +114,7 @@ def train(
     config_file: str | Path | None = None,
     dataset: Dataset | None = None,
     callbacks: list[Callback] | None = None,
+    test: bool = True,
     **overrides: Any,
 ) -> RunResult:
     """Train a preset and save the run.
@@ -123,6 +125,8 @@ def train(
         config_file: a TOML file applied over the preset.
         dataset: data already in memory (otherwise `config.data` says where to load it from).
         callbacks: extra callbacks.
+        test: evaluate the final model on the test split. False for a search's trial, which must never read it:
+            its metrics and report then hold the validation split's figures, and `RunResult.test` is None.
         **overrides: config overrides, e.g. `epochs=5, data="path/to/folder", val_size=0`.
 
     Returns:
@@ -147,7 +151,7 @@ def train(
             raise
         if dist.is_main:
             RunFiles(run_dir).write_record(_run_record(trainer, dataset))
-        return _fit_and_save(trainer, run_dir)
+        return _fit_and_save(trainer, run_dir, test)
 
 
 def resume(
@@ -156,6 +160,7 @@ def resume(
     dataset: Dataset | None = None,
     callbacks: list[Callback] | None = None,
     quiet: bool | None = None,
+    test: bool = True,
 ) -> RunResult:
     """Continue a run that stopped before it finished, from the end of its last complete epoch.
 
@@ -167,6 +172,7 @@ def resume(
         dataset: the data, if the run was given data in memory rather than a source to load.
         callbacks: extra callbacks.
         quiet: override the run's own quiet setting.
+        test: as in `train` (a search's trial resumes with False).
 
     Raises:
         FileNotFoundError: if `run_dir` is not a run directory.
@@ -177,11 +183,16 @@ def resume(
     if not record_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a cifarlab run directory (no config.json)")
     with locked_dir(run_dir) if env_rank() == 0 else contextlib.nullcontext():  # rank 0 of a distributed run
-        return _resume(run_dir, record_path, dataset, callbacks, quiet)
+        return _resume(run_dir, record_path, dataset, callbacks, quiet, test)
 
 
 def _resume(
-    run_dir: Path, record_path: Path, dataset: Dataset | None, callbacks: list[Callback] | None, quiet: bool | None
+    run_dir: Path,
+    record_path: Path,
+    dataset: Dataset | None,
+    callbacks: list[Callback] | None,
+    quiet: bool | None,
+    test: bool,
 ) -> RunResult:
     files = RunFiles(run_dir)
     if not files.resume.is_file():
@@ -205,7 +216,7 @@ def _resume(
         raise ValueError(f"the data differs from run {run_dir}'s: it trained on {record.get('dataset')}, now {now}")
     trainer.load_state_dict(state)
     trainer.log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.train.epochs}")
-    return _fit_and_save(trainer, run_dir)
+    return _fit_and_save(trainer, run_dir, test)
 
 
 def load_training_data(config: RunConfig) -> Dataset:
@@ -242,8 +253,8 @@ def _dataset_record(trainer: Trainer, dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
-    """Train to the end, test, and write the model, metrics and report; then drop the resume state."""
+def _fit_and_save(trainer: Trainer, run_dir: Path, test_split: bool = True) -> RunResult:
+    """Train to the end, test (unless `test_split` is False), write the model, metrics and report; drop the resume."""
     config, files = trainer.config, RunFiles(run_dir)
     nproc = f" --nproc {trainer.dist.world_size}" if trainer.dist.enabled else ""
     again = f"cifarlab train --resume {run_dir}{nproc}"
@@ -260,23 +271,29 @@ def _fit_and_save(trainer: Trainer, run_dir: Path) -> RunResult:
             raise NoSpaceError(error.errno, f"{error}; make room, then continue with: {again}") from None
         raise
     best_epoch = trainer.restore_best()
-    trainer.log("testing the final model" + (" with test-time augmentation" if config.train.tta else ""))
-    test = trainer.evaluate(trainer.test_split, tta=config.train.tta, desc="test")
+    tta = " with test-time augmentation" if config.train.tta else ""
+    test = None
+    if test_split:
+        trainer.log(f"testing the final model{tta}")
+        test = trainer.evaluate(trainer.test_split, tta=config.train.tta, desc="test")
     val_split = trainer.val_split  # its predictions let the report fit a temperature on validation, never on test
+    if val_split is not None and not test_split:
+        trainer.log(f"validating the final model{tta} (the test split is not read)")
     val_eval = trainer.evaluate(val_split, tta=config.train.tta, desc="val") if val_split is not None else None
     train_seconds = sum(history.history["seconds"])
     result = RunResult(run_dir, config, history, test, best_epoch, train_seconds, trainer.notes)
     if not trainer.dist.is_main:  # rank 0 writes the run's files
         return result
-    files.write_predictions(_probabilities(test), trainer.test_split.labels,
+    files.write_predictions(_probabilities(test) if test else None, trainer.test_split.labels if test else None,
                             _probabilities(val_eval) if val_eval is not None else None,
                             val_split.labels if val_split is not None else None)  # fmt: skip
     val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
-    metrics = {"test_accuracy": test.accuracy, "test_loss": test.loss, **val}
+    metrics = {"test_accuracy": test.accuracy if test else None, "test_loss": test.loss if test else None, **val}
     files.write_checkpoint(trainer.model, trainer.checkpoint_meta(metrics, epoch=best_epoch or trainer.epoch))
     files.write_metrics({
-        "test_accuracy": test.accuracy,
-        "test": test.to_dict(trainer.class_names),
+        "test_accuracy": test.accuracy if test else None,
+        "test": test.to_dict(trainer.class_names) if test else None,
+        "final_val": val_eval.to_dict(trainer.class_names) if val_eval is not None else None,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "train_seconds": train_seconds,

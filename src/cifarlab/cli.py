@@ -77,6 +77,31 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_flags(p, _run_options(keys=("transfer.weights", "quiet")), grouped=False)  # weights: proyecto10
     options.add_flags(p, _run_options(groups=LADDER_GROUPS))
 
+    p = sub.add_parser("tune", help="search a preset's hyper-parameters with Optuna on validation data, re-run the "
+                       "best over seeds, write best.toml")  # fmt: skip
+    p.add_argument("--preset", required=True, help="the preset searched: a seed step (proyecto1..9) or a fast recipe")
+    p.add_argument("--space", metavar="SPACE.toml", help="change the built-in space: ranges {low, high, log}, "
+                   "lists of choices, fixed values")  # fmt: skip
+    p.add_argument("--trials", type=int, default=20, metavar="N", help="trials this command adds to the study "
+                   "(default 20); running it again continues the study")  # fmt: skip
+    p.add_argument("--timeout", metavar="DURATION", help="start no trial after this long, e.g. 90m, 2h")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes on this machine (more "
+                   "than 1 needs --storage journal:PATH or a database server)")  # fmt: skip
+    p.add_argument("--storage", metavar="URL", help="sqlite:///PATH (default: STUDY_DIR/study.db), journal:PATH, "
+                   "or postgresql://USER@HOST/DB to share a study between machines")  # fmt: skip
+    p.add_argument("--study", metavar="NAME", help="the study's name (default: the preset's)")
+    p.add_argument("--study-dir", metavar="DIR", help="trials, re-runs, best.toml (default runs/tune/<study>)")
+    p.add_argument("--epochs", type=int, metavar="N", help="at most N epochs per trial and re-run (a proxy budget)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="the trials' seed; re-runs use the next ones")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="best trials re-run over seeds (default 3)")
+    p.add_argument("--rerun-seeds", type=int, default=3, metavar="N", help="seeds per re-run (default 3)")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median",
+                   help="stop hopeless trials early (default median: Optuna's MedianPruner)")  # fmt: skip
+    p.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS", help="database storages: a trial whose "
+                   "worker is silent for twice this is failed and retried, resuming its run (default 60)")  # fmt: skip
+    options.add_flags(p, _run_options(keys=("quiet",)), grouped=False)
+    options.add_flags(p, _run_options(groups=LADDER_GROUPS))
+
     p = sub.add_parser("report", help="write a run's self-contained report.html (curves, mistakes, calibration)")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     p.add_argument("--data", metavar="SOURCE", help="where the run's test images are now, if they moved (only the "
@@ -232,6 +257,30 @@ def _ladder(args: argparse.Namespace) -> None:
     )
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from cifarlab.tuning import tune
+
+    overrides = options.overrides_from_args(args, RUN_OPTIONS)
+    for own in ("seed", "epochs"):  # tune's own flags, not run options
+        overrides.pop(own, None)
+    result = tune(args.preset, space=args.space, trials=args.trials, timeout=args.timeout, workers=args.workers,
+                  storage=args.storage, study=args.study, study_dir=args.study_dir, epochs=args.epochs,
+                  seed=args.seed, top_k=args.top_k, seeds=args.rerun_seeds, pruner=args.pruner,
+                  heartbeat_seconds=args.heartbeat,
+                  quiet=bool(overrides.pop("quiet", False)), **overrides)  # fmt: skip
+    for note in result.notes:
+        print(f"note: {note}")
+    states = [t.state.name.lower() for t in result.trials]
+    print(
+        f"study {result.study_dir}: {len(states)} trials ("
+        + ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail") if states.count(s))
+        + ")"
+    )
+    print(result.table, end="")
+    if result.best_toml is not None:
+        print(f"best config: {result.best_toml} (cifarlab train --config {result.best_toml})")
+
+
 def _int_list(flag: str, text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -307,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in options
     args = build_parser().parse_args([arg for i, arg in enumerate(argv) if not (arg == "--debug" and i < len(options))])
     handlers = {"presets": _presets, "models": _models,
-                "train": _train, "ladder": _ladder, "report": _report, "compare": _compare,
+                "train": _train, "ladder": _ladder, "tune": _tune, "report": _report, "compare": _compare,
                 "evaluate": _evaluate, "predict": _predict, "export": _export, "serve": _serve,
                 "cache": _cache}  # fmt: skip
     try:

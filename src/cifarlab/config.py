@@ -146,6 +146,36 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ArchConfig:
+    """The network's shape, where its model takes it; None keeps the model's own (the preset's network as built).
+
+    The seed's CNNs (proyecto1..9) take all five; AirNet takes `widths`. A TOML `[arch]` table, and what
+    `cifarlab tune` searches over.
+    """
+
+    widths: tuple[int, ...] | None = None  # filters of each conv stage (seed's CNNs) or of each group (AirNet, 3)
+    convs: int | None = None  # conv layers per stage (seed's CNNs)
+    dropout: float | None = None  # Dropout rate after each stage and hidden Dense layer (seed's CNNs); 0 = none
+    bn: bool | None = None  # BatchNormalization after each stage and hidden Dense layer (seed's CNNs)
+    dense: tuple[int, ...] | None = None  # hidden Dense widths before the output layer (seed's CNNs); () = none
+
+    def __post_init__(self) -> None:
+        if self.widths is not None and (not self.widths or any(w < 1 for w in self.widths)):
+            raise ValueError(f"arch.widths must be a non-empty list of positive widths, got {list(self.widths)}")
+        if self.convs is not None and self.convs < 1:
+            raise ValueError(f"arch.convs must be at least 1, got {self.convs}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"arch.dropout must be in [0, 1), got {self.dropout}")
+        if self.dense is not None and any(units < 1 for units in self.dense):
+            raise ValueError(f"arch.dense widths must be at least 1, got {list(self.dense)}")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options that are set, as keyword arguments for the model's entry point."""
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)
+                if getattr(self, spec.name) is not None}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class TransferConfig:
     """Transfer learning: a pretrained backbone under a new head. Off while `backbone` is None."""
 
@@ -191,6 +221,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
     device: Literal["auto", "cpu", "cuda"] = option("auto", group="machine", help="auto: CUDA when present "
                                                     "(default)")  # fmt: skip
     precision: Literal["auto", "bf16", "fp32"] = option("auto", group="machine", help="auto: bf16 autocast on CUDA "
@@ -217,6 +248,9 @@ class RunConfig:
             raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
         if self.save_every_steps < 0:
             raise ValueError(f"--save-every-steps must be 0 (off) or more steps, got {self.save_every_steps}")
+        if self.transfer.backbone is not None and self.arch.kwargs():
+            raise ValueError("[arch] options shape the preset's own network; a transfer run's is its backbone and "
+                             "transfer.head")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-friendly values."""
@@ -229,7 +263,7 @@ def _check_choice(name: str, value: object, choices: Any) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
-_SECTIONS = {"data": DataConfig, "train": TrainConfig, "transfer": TransferConfig}
+_SECTIONS = {"data": DataConfig, "train": TrainConfig, "transfer": TransferConfig, "arch": ArchConfig}
 SHORT_KEYS = short_keys(RunConfig)  # 'epochs' -> 'train.epochs', 'data' -> 'data.source', ...
 
 
@@ -333,7 +367,7 @@ def _describe(hint: Any) -> str:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a run config TOML file (top-level keys, [data], [train] and [transfer] tables).
+    """Read a run config TOML file (top-level keys, [data], [train], [transfer] and [arch] tables).
 
     Raises:
         FileNotFoundError: if the file is missing.

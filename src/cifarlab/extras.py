@@ -17,6 +17,9 @@ EXTRA_MODULES = {  # top-level module -> the extra that installs it
     "python_multipart": "serve",
     "tensorboard": "tensorboard",
     "mlflow": "mlflow",
+    "optuna": "tune",
+    "sqlalchemy": "tune",
+    "psycopg": "tune",
 }
 
 

@@ -8,6 +8,8 @@ trains only its shift, with a high momentum suited to short runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -104,19 +106,26 @@ class AirNet(nn.Module):
         return self.head(self.forward_features(x)) * self.head_scale
 
 
+def _three(widths: Sequence[int]) -> tuple[int, int, int]:
+    """AirNet's three group widths (`arch.widths`), checked."""
+    if len(widths) != 3:
+        raise ValueError(f"AirNet has three conv groups: arch.widths needs 3 widths, got {list(widths)}")
+    return (int(widths[0]), int(widths[1]), int(widths[2]))
+
+
 @register_model
-def airnet94(num_classes: int = 10, image_size: int = 32) -> AirNet:
+def airnet94(num_classes: int = 10, image_size: int = 32, widths: Sequence[int] = (64, 256, 256)) -> AirNet:
     """AirNet with groups of 64, 256, 256 channels (the speed-runs' 94% width)."""
-    return AirNet((64, 256, 256), num_classes=num_classes, image_size=image_size)
+    return AirNet(_three(widths), num_classes=num_classes, image_size=image_size)
 
 
 @register_model
-def airnet88(num_classes: int = 10, image_size: int = 32) -> AirNet:
+def airnet88(num_classes: int = 10, image_size: int = 32, widths: Sequence[int] = (32, 128, 128)) -> AirNet:
     """A narrower AirNet, 32, 128, 128 channels, for the shortest runs."""
-    return AirNet((32, 128, 128), num_classes=num_classes, image_size=image_size)
+    return AirNet(_three(widths), num_classes=num_classes, image_size=image_size)
 
 
 @register_model
-def airnet96(num_classes: int = 10, image_size: int = 32) -> AirNet:
+def airnet96(num_classes: int = 10, image_size: int = 32, widths: Sequence[int] = (128, 384, 384)) -> AirNet:
     """A wider AirNet, 128, 384, 384 channels, for longer runs."""
-    return AirNet((128, 384, 384), num_classes=num_classes, image_size=image_size)
+    return AirNet(_three(widths), num_classes=num_classes, image_size=image_size)

@@ -12,6 +12,7 @@ Dropout and BatchNorm run as one fused chain (`pool_chain`); `set_fusion(model, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -163,48 +164,82 @@ class KerasCNN(nn.Module):
 _P2_BLOCKS = ((32, 2), (64, 2), (128, 2))
 _P6_BLOCKS = ((64, 2), (128, 2), (256, 2))
 _P7_BLOCKS = ((128, 2), (256, 2), (512, 2))
+_ARCH_OPTIONS = ("widths", "convs", "dropout", "bn", "dense")
+
+
+def seed_cnn(
+    blocks: Sequence[tuple[int, int]],
+    dense: Sequence[int],
+    num_classes: int,
+    image_size: int,
+    *,
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+    arch: dict[str, Any],
+) -> KerasCNN:
+    """A seed step's network, its shape replaced where `arch` (see `ArchConfig`) says.
+
+    `widths` sets the stages (each keeps its step's convs, or the last stage's when there are more); `convs`,
+    `dropout`, `bn` and `dense` apply to every stage and hidden Dense layer.
+
+    Raises:
+        ValueError: for an option the seed's CNNs do not take.
+    """
+    unknown = sorted(set(arch) - set(_ARCH_OPTIONS))
+    if unknown:
+        raise ValueError(f"the seed's CNNs take arch options {', '.join(_ARCH_OPTIONS)}; not {', '.join(unknown)}")
+    widths = arch.get("widths") or [filters for filters, _ in blocks]
+    convs = [arch.get("convs") or blocks[min(i, len(blocks) - 1)][1] for i in range(len(widths))]
+    return KerasCNN(
+        list(zip(widths, convs)),
+        arch.get("dense", dense),
+        num_classes,
+        dropout=arch.get("dropout", dropout),
+        batchnorm=arch.get("bn", batchnorm),
+        image_size=image_size,
+    )
 
 
 @register_model
-def proyecto1(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+def proyecto1(num_classes: int = 10, image_size: int = 32, **arch: Any) -> KerasCNN:
     """PROYECTO 1: two conv/pool stages (32, 64) and Dense(64); 282,250 parameters."""
-    return KerasCNN(((32, 1), (64, 1)), (64,), num_classes, image_size=image_size)
+    return seed_cnn(((32, 1), (64, 1)), (64,), num_classes, image_size, arch=arch)
 
 
 @register_model
-def proyecto2(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+def proyecto2(num_classes: int = 10, image_size: int = 32, **arch: Any) -> KerasCNN:
     """PROYECTO 2: three double-conv stages (32, 64, 128) and Dense(128); 550,570 parameters."""
-    return KerasCNN(_P2_BLOCKS, (128,), num_classes, image_size=image_size)
+    return seed_cnn(_P2_BLOCKS, (128,), num_classes, image_size, arch=arch)
 
 
 @register_model
-def proyecto3(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+def proyecto3(num_classes: int = 10, image_size: int = 32, **arch: Any) -> KerasCNN:
     """PROYECTO 3: P2 with Dropout 0.3 after each stage and two Dense(128); 567,082 parameters."""
-    return KerasCNN(_P2_BLOCKS, (128, 128), num_classes, dropout=0.3, image_size=image_size)
+    return seed_cnn(_P2_BLOCKS, (128, 128), num_classes, image_size, dropout=0.3, arch=arch)
 
 
 @register_model
-def proyecto4(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+def proyecto4(num_classes: int = 10, image_size: int = 32, **arch: Any) -> KerasCNN:
     """PROYECTO 4: P2 with Dropout 0.3 + BatchNormalization and one Dense(128); 551,978 parameters."""
-    return KerasCNN(_P2_BLOCKS, (128,), num_classes, dropout=0.3, batchnorm=True, image_size=image_size)
+    return seed_cnn(_P2_BLOCKS, (128,), num_classes, image_size, dropout=0.3, batchnorm=True, arch=arch)
 
 
 @register_model
-def proyecto5(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+def proyecto5(num_classes: int = 10, image_size: int = 32, **arch: Any) -> KerasCNN:
     """PROYECTO 5: P4 with Dense(256); 816,042 parameters."""
-    return KerasCNN(_P2_BLOCKS, (256,), num_classes, dropout=0.3, batchnorm=True, image_size=image_size)
+    return seed_cnn(_P2_BLOCKS, (256,), num_classes, image_size, dropout=0.3, batchnorm=True, arch=arch)
 
 
 @register_model
-def proyecto6(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+def proyecto6(num_classes: int = 10, image_size: int = 32, **arch: Any) -> KerasCNN:
     """PROYECTO 6: stages of 64, 128, 256 filters and Dense(512); 3,252,042 parameters.
 
     The seed's listing stops before the output layer; the Dense(10) softmax that every other step has is added.
     """
-    return KerasCNN(_P6_BLOCKS, (512,), num_classes, dropout=0.3, batchnorm=True, image_size=image_size)
+    return seed_cnn(_P6_BLOCKS, (512,), num_classes, image_size, dropout=0.3, batchnorm=True, arch=arch)
 
 
 @register_model
-def proyecto7(num_classes: int = 10, image_size: int = 32) -> KerasCNN:
+def proyecto7(num_classes: int = 10, image_size: int = 32, **arch: Any) -> KerasCNN:
     """PROYECTO 7 (and 8): stages of 128, 256, 512 filters, Dropout 0.5, Dense(512); 8,781,962 parameters."""
-    return KerasCNN(_P7_BLOCKS, (512,), num_classes, dropout=0.5, batchnorm=True, image_size=image_size)
+    return seed_cnn(_P7_BLOCKS, (512,), num_classes, image_size, dropout=0.5, batchnorm=True, arch=arch)

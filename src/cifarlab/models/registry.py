@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -49,6 +50,7 @@ def create_model(name: str, **overrides: object) -> nn.Module:
 
     Raises:
         KeyError: for an unknown name (the message lists the closest names).
+        ValueError: for a keyword argument the model does not take (e.g. an `[arch]` option it has no use for).
 
     Example:
         >>> model = create_model("proyecto4", num_classes=10)
@@ -56,4 +58,10 @@ def create_model(name: str, **overrides: object) -> nn.Module:
     if name not in _MODELS:
         raise KeyError(unknown_name_message("model", name, list(_MODELS), "models"))
     kwargs = {key: value for key, value in overrides.items() if value is not None}
+    parameters = inspect.signature(_MODELS[name]).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(kwargs) - set(parameters))
+        if unknown:
+            takes = ", ".join(p for p in parameters if p not in ("num_classes", "image_size")) or "no options"
+            raise ValueError(f"model {name!r} does not take {', '.join(unknown)} (its options: {takes})")
     return _MODELS[name](**kwargs)

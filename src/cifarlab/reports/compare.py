@@ -98,7 +98,10 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> str:
     """
     if not run_dirs:
         raise ValueError("no finished runs to compare (a finished run has config.json, metrics.json, history.csv)")
-    runs = [load_run(path) for path in run_dirs]
+    runs = [run for run in map(load_run, run_dirs) if run.metrics.get("test_accuracy") is not None]
+    if not runs:
+        raise ValueError("none of these runs has a test accuracy to compare (a search's trials never read the test "
+                         "split; compare its re-runs instead)")  # fmt: skip
     groups = group_runs(runs)
     flagged = within_spread(groups)
     out_dir = Path(out_dir)

@@ -42,7 +42,7 @@ def curves_png(history: History, best_epoch: int | None) -> bytes:
     return figure_png(fig)
 
 
-def per_class_png(class_names: list[str], accuracy: list[float]) -> bytes:
+def per_class_png(class_names: list[str], accuracy: list[float], split: str = "test") -> bytes:
     """Per-class test accuracy as a horizontal bar chart, sorted from worst (top) to best."""
     order = sorted(range(len(class_names)), key=lambda i: -1 if math.isnan(accuracy[i]) else accuracy[i])
     fig, ax = plt.subplots(figsize=(5.5, 0.4 * len(class_names) + 1.2))
@@ -51,7 +51,7 @@ def per_class_png(class_names: list[str], accuracy: list[float]) -> bytes:
     ax.set_yticks(range(len(order)), [class_names[i] for i in order])
     ax.invert_yaxis()
     ax.set_xlim(0, 105)
-    ax.set_xlabel("test accuracy (%)")
+    ax.set_xlabel(f"{split} accuracy (%)")
     ax.set_title("Per-class accuracy")
     for bar, i in zip(bars, order):
         text = "no images" if math.isnan(accuracy[i]) else f"{accuracy[i] * 100:.1f}"
@@ -61,7 +61,7 @@ def per_class_png(class_names: list[str], accuracy: list[float]) -> bytes:
     return figure_png(fig)
 
 
-def confusion_png(confusion: np.ndarray, class_names: list[str]) -> bytes:
+def confusion_png(confusion: np.ndarray, class_names: list[str], split: str = "test") -> bytes:
     """The confusion matrix as a heatmap with the counts written in (rows true, columns predicted)."""
     k = len(class_names)
     side = max(5.0, 0.6 * k + 2)
@@ -71,7 +71,7 @@ def confusion_png(confusion: np.ndarray, class_names: list[str]) -> bytes:
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("Confusion matrix (test)")
+    ax.set_title(f"Confusion matrix ({split})")
     threshold = confusion.max() / 2 if confusion.size else 0
     for i in range(k):
         for j in range(k):

@@ -130,9 +130,15 @@ def _versions(record: dict[str, Any]) -> str:
     return ", ".join(f"{name} {record.get(f'{name}_version', '?')}" for name in names)
 
 
+_NO_TEST = ("This run did not read the test split (a search's trial: the test split is kept for the re-runs of the "
+            "best trials).")  # fmt: skip
+
+
 def _result(run: SavedRun) -> str:
     metrics = run.metrics
     accuracy = metrics["test_accuracy"]
+    if accuracy is None:
+        return _result_without_test(run)
     tta = run.config.train.tta
     how = ["without test-time augmentation", "with TTA: mirror", "with TTA: mirror and 1-pixel shifts"][tta]
     best = metrics.get("best_epoch")
@@ -157,6 +163,19 @@ def _result(run: SavedRun) -> str:
     return f'<p class="result">&gt; {accuracy * 100:.3f}</p>' + key_values(rows)
 
 
+def _result_without_test(run: SavedRun) -> str:
+    final = run.metrics.get("final_val") or {}
+    value = final.get("accuracy")
+    rows = [
+        ("validation accuracy", "-" if value is None else f"{value:.4f} (the final model, as the search scores it)"),
+        ("epochs run", f"{run.epochs_run} of {run.epochs_planned}"),
+        ("last epoch", _last_epoch(run)),
+        ("why training stopped", run.metrics.get("stopped", "not recorded")),
+    ]
+    big = "" if value is None else f'<p class="result">val &gt; {value * 100:.3f}</p>'
+    return f'<p class="note">{esc(_NO_TEST)}</p>' + big + key_values(rows)
+
+
 def _last_epoch(run: SavedRun) -> str:
     h = run.history.history
     if not len(run.history):
@@ -168,7 +187,11 @@ def _last_epoch(run: SavedRun) -> str:
 
 
 def _classes(run: SavedRun) -> str:
-    test = run.metrics["test"]
+    test = run.metrics["test"] or run.metrics.get("final_val")
+    if test is None:
+        return "<p>No split was evaluated at the end of this run.</p>"
+    which = "test" if run.metrics["test"] else "validation"
+    split = "" if run.metrics["test"] else "<p>On the validation split: this run did not read the test split.</p>"
     names = run.class_names
     per_class = [float(test["per_class_accuracy"][name]) for name in names]
     per_class = [math.nan if v is None else v for v in per_class]
@@ -184,10 +207,11 @@ def _classes(run: SavedRun) -> str:
         else "<p>No two classes were confused.</p>"
     )
     return (
-        '<div class="row"><div>'
-        + img(figures.per_class_png(names, per_class), "per-class accuracy")
+        split
+        + '<div class="row"><div>'
+        + img(figures.per_class_png(names, per_class, which), "per-class accuracy")
         + "</div><div>"
-        + img(figures.confusion_png(confusion, names), "confusion matrix")
+        + img(figures.confusion_png(confusion, names, which), "confusion matrix")
         + "</div></div>"
         + pairs
     )
@@ -201,6 +225,8 @@ def _confused_pairs(confusion: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _mistakes(run: SavedRun, predictions: dict[str, np.ndarray] | None, data: str | None, test_images: Any) -> str:
+    if run.metrics["test_accuracy"] is None:
+        return f"<p>{esc(_NO_TEST)}</p>"
     if predictions is None:
         return _missing(f"{PREDICTIONS_NAME} is missing (the run was saved before runs kept their predictions), so "
                         "the mistakes cannot be shown; the confused pairs above come from metrics.json")  # fmt: skip
@@ -261,6 +287,8 @@ def _missing(message: str) -> str:
 def _calibration(run: SavedRun, predictions: dict[str, np.ndarray] | None) -> str:
     if predictions is None:
         return _missing(f"{PREDICTIONS_NAME} is missing, so calibration cannot be measured for this run")
+    if "test_probabilities" not in predictions:
+        return f"<p>{esc(_NO_TEST)}</p>"
     probabilities, labels = predictions["test_probabilities"], predictions["test_labels"]
     bins = reliability_bins(probabilities, labels)
     ece = expected_calibration_error(probabilities, labels)

@@ -49,12 +49,16 @@ class SavedRun:
     @property
     def class_names(self) -> list[str]:
         """Class names, in label order."""
-        return list(self.metrics["test"]["class_names"])
+        evaluated = self.metrics["test"] or self.metrics.get("final_val") or {}
+        return list(evaluated.get("class_names") or self.record["dataset"]["class_names"])
 
     @property
     def group(self) -> str:
-        """The config hash without the seed (see `config_group`)."""
-        return config_group(self.record["config"])
+        """The config hash without the seed (see `config_group`), of the config as read back.
+
+        Read back, a record written before a config field existed groups with a newer one at the field's default.
+        """
+        return config_group(self.config.to_dict())
 
     @cached_property
     def predictions(self) -> dict[str, np.ndarray] | None:

@@ -163,7 +163,13 @@ class ModelCheckpoint(_MonitorMixin, Callback):
 
 
 def stop_reason(callbacks: list[Callback], epoch: int, epochs: int) -> str:
-    """Why a run ended: 'early stopping at epoch ...', 'last epoch (N of N)', or that another callback stopped it."""
+    """Why a run ended: 'early stopping at epoch ...', 'last epoch (N of N)', or that another callback stopped it.
+
+    A callback that stops a run for its own reason says so in a `stop_message` attribute (e.g. a search's pruner).
+    """
+    for callback in callbacks:
+        if getattr(callback, "stop_message", None):
+            return str(callback.stop_message)
     for callback in callbacks:
         if isinstance(callback, EarlyStopping) and callback.wait >= callback.patience:
             return (

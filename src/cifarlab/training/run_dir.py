@@ -130,8 +130,8 @@ class RunFiles:
 
     def write_predictions(
         self,
-        test_probabilities: Any,
-        test_labels: Any,
+        test_probabilities: Any | None,
+        test_labels: Any | None,
         val_probabilities: Any = None,
         val_labels: Any = None,
     ) -> None:
@@ -139,13 +139,14 @@ class RunFiles:
 
         Keys: `test_probabilities` (N, K) float32, `test_labels` (N,) int64, `test_index` (N,) int64 (the row of
         each image in the run's test split, i.e. the data source's test split after `--classes`), and, when the
-        run had a validation split, `val_probabilities` and `val_labels` (for temperature scaling).
+        run had a validation split, `val_probabilities` and `val_labels` (for temperature scaling). A run that did
+        not read the test split (a search's trial) has no `test_*` keys.
         """
-        arrays = {
-            "test_probabilities": _numpy(test_probabilities).astype(np.float32),
-            "test_labels": _numpy(test_labels).astype(np.int64),
-            "test_index": np.arange(len(test_labels), dtype=np.int64),
-        }
+        arrays = {}
+        if test_probabilities is not None and test_labels is not None:
+            arrays["test_probabilities"] = _numpy(test_probabilities).astype(np.float32)
+            arrays["test_labels"] = _numpy(test_labels).astype(np.int64)
+            arrays["test_index"] = np.arange(len(test_labels), dtype=np.int64)
         if val_probabilities is not None and val_labels is not None:
             arrays["val_probabilities"] = _numpy(val_probabilities).astype(np.float32)
             arrays["val_labels"] = _numpy(val_labels).astype(np.int64)

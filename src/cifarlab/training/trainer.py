@@ -86,7 +86,8 @@ class Trainer:
             self.normalization = Normalization.fit(dataset.train.images)
         else:
             self.normalization = Normalization()
-        self.model_kwargs = {"num_classes": len(self.class_names), "image_size": self.image_size}
+        self.model_kwargs = {"num_classes": len(self.class_names), "image_size": self.image_size,
+                             **config.arch.kwargs()}  # fmt: skip
         self.model = self.build_model().to(self.device)
         if hasattr(self.model, "init_from_data") and self.dist.is_main:  # e.g. whitening filters from the data
             sample = self.train_split.images[: self.recipe.eval_batch_size * 5]

@@ -223,7 +223,7 @@ def preset_model(config: RunConfig) -> nn.Module:
     """
     transfer = config.transfer
     if transfer.backbone is None:
-        return create_model(config.model)
+        return create_model(config.model, **config.arch.kwargs())
     architecture, kwargs, input_size = config.model, {}, transfer.input_size
     if transfer.backbone != "imagenet":
         meta = json.loads(meta_path(resolve_checkpoint(transfer.backbone)).read_text())

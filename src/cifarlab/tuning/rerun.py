@@ -1,0 +1,174 @@
+"""After the search: the best trials trained again over new seeds, now with the test split, against the preset.
+
+A trial's validation accuracy is one draw; the winner is the trial whose re-runs score best on validation, and
+its test accuracy (mean ± std over the seeds) is set beside the hand-tuned preset's at the same epochs. The
+winner's whole config goes to `best.toml`, which `cifarlab train --config best.toml` trains again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cifarlab import api
+from cifarlab._io.atomic import write_text
+from cifarlab.config import RunConfig
+from cifarlab.data import Dataset
+from cifarlab.training.run_dir import CONFIG_NAME, RunFiles
+from cifarlab.tuning.search import Search, final_val_accuracy
+
+RERUNS_DIR = "reruns"
+BEST_TOML = "best.toml"
+_NOT_IN_TOML = ("out", "quiet", "device", "precision", "channels_last", "compile", "sync_bn", "save_every_steps")
+
+
+@dataclass
+class Candidate:
+    """A configuration trained over the re-run seeds: a trial, or the preset itself."""
+
+    name: str  # 'trial 7' or the preset's name
+    config: RunConfig
+    search_value: float | None  # the trial's validation accuracy in the search (None for the preset)
+    val: list[float] = dataclasses.field(default_factory=list)  # final validation accuracy per seed
+    test: list[float] = dataclasses.field(default_factory=list)  # test accuracy per seed
+    run_dirs: list[Path] = dataclasses.field(default_factory=list)
+
+    @staticmethod
+    def _mean_std(values: list[float]) -> tuple[float, float]:
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    @property
+    def val_mean(self) -> float:
+        """Mean validation accuracy over the seeds."""
+        return self._mean_std(self.val)[0]
+
+    @property
+    def test_mean_std(self) -> tuple[float, float]:
+        """Test accuracy over the seeds: mean and sample std."""
+        return self._mean_std(self.test)
+
+
+def rerun_seeds(search: Search, count: int) -> list[int]:
+    """The seeds of the re-runs: new ones, after the search's own."""
+    return [search.seed + 1 + i for i in range(count)]
+
+
+def rerun(search: Search, trials: list[Any], seeds: list[int], dataset: Dataset) -> list[Candidate]:
+    """Train each trial (Optuna FrozenTrials, best first) and the preset over `seeds`; resumable, finished runs kept.
+
+    Returns:
+        The candidates, trials first (in the order given), the preset last.
+    """
+    folder = Path(search.study_dir) / RERUNS_DIR
+    candidates = [Candidate(f"trial {t.number}", search.trial_config(t.params, None), t.value) for t in trials]
+    preset = search.trial_config({}, None)  # the preset itself, at the search's epochs and hold-out
+    candidates.append(Candidate(search.preset, preset, None))
+    for candidate in candidates:
+        tag = candidate.name.replace("trial ", "trial-")
+        for seed in seeds:
+            run_dir = folder / f"{tag}-s{seed}"
+            config = dataclasses.replace(candidate.config, seed=seed, out=str(run_dir))
+            result = _train_or_reuse(config, run_dir, dataset, search.quiet)
+            candidate.run_dirs.append(run_dir)
+            candidate.val.append(final_val_accuracy(run_dir) * 100)
+            candidate.test.append(result * 100)
+    return candidates
+
+
+def _train_or_reuse(config: RunConfig, run_dir: Path, dataset: Dataset, quiet: bool) -> float:
+    """Test accuracy of the run in `run_dir`: read when it finished, resumed when it stopped, else trained."""
+    files = RunFiles(run_dir)
+    if files.is_finished():
+        return float(_metrics(run_dir)["test_accuracy"])
+    if files.resume.is_file():
+        return api.resume(run_dir, dataset=dataset, quiet=quiet).test.accuracy
+    if run_dir.is_dir() and (run_dir / CONFIG_NAME).is_file():
+        shutil.rmtree(run_dir)  # stopped before its first epoch ended
+    return api.train(config=config, dataset=dataset).test.accuracy
+
+
+def _metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads(RunFiles(run_dir).metrics.read_text())
+
+
+def winner(candidates: list[Candidate]) -> Candidate:
+    """The trial whose re-runs have the best mean validation accuracy (the test split plays no part)."""
+    return max((c for c in candidates[:-1]), key=lambda c: c.val_mean)
+
+
+def write_best_toml(search: Search, best: Candidate) -> Path:
+    """`best.toml`: the winner's whole config (its seed and run directory left out), for `cifarlab train --config`."""
+    config = best.config.to_dict()
+    epochs = config["train"]["epochs"]
+    lines = [
+        f"# cifarlab tune: the winner of study {search.study_name!r} ({best.name}), chosen by its re-runs' mean",
+        f"# validation accuracy ({best.val_mean:.2f} % over {len(best.val)} seeds); {epochs} epochs, as searched:",
+        f"#   cifarlab train --config {Path(search.study_dir) / BEST_TOML}",
+        f"preset = {_toml(search.preset)}",
+    ]
+    skip = (*_NOT_IN_TOML, "preset", "seed")
+    top = {key: value for key, value in config.items() if not isinstance(value, dict) and key not in skip}
+    lines += [f"{key} = {_toml(value)}" for key, value in top.items() if value is not None]
+    for section, values in config.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + _table(values, section)
+    path = Path(search.study_dir) / BEST_TOML
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _table(values: dict[str, Any], prefix: str) -> list[str]:
+    lines, nested = [], []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            nested += ["", f"[{prefix}.{key}]"] + _table(value, f"{prefix}.{key}")
+        else:
+            lines.append(f"{key} = {_toml(value)}")
+    return lines + nested
+
+
+def _toml(value: Any) -> str:
+    """One TOML value: a string, a number, a boolean or a list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise ValueError(f"cannot write {value!r} to TOML")
+
+
+def rerun_table(candidates: list[Candidate], best: Candidate) -> str:
+    """The terminal table of the re-runs: search value, validation and test mean ± std, against the preset."""
+    preset = candidates[-1]
+    base_mean, base_std = preset.test_mean_std
+    header = ("", "config", "search val", "re-run val", "re-run test (mean ± std)", "vs preset")
+    rows = []
+    for candidate in candidates:
+        mean, std = candidate.test_mean_std
+        rows.append((
+            "*" if candidate is best else "",
+            candidate.name,
+            "-" if candidate.search_value is None else f"{candidate.search_value * 100:.2f}",
+            f"{candidate.val_mean:.2f}",
+            f"{mean:.2f} ± {std:.2f}",
+            "-" if candidate is preset else f"{mean - base_mean:+.2f}",
+        ))  # fmt: skip
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    spread = (base_std**2 + best.test_mean_std[1] ** 2) ** 0.5
+    gain = best.test_mean_std[0] - base_mean
+    verdict = ("larger than" if abs(gain) > spread else "within") + f" the seeds' spread ({spread:.2f})"
+    lines.append(f"accuracies in %, over {len(preset.test)} seeds; * the winner (best re-run validation accuracy): "
+                 f"{gain:+.2f} points of test accuracy against {preset.name}, {verdict}")  # fmt: skip
+    return "\n".join(lines) + "\n"
