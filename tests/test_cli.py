@@ -14,6 +14,7 @@ SUBCOMMANDS = [
     "ladder",
     "tune",
     "evaluate",
+    "robustness",
     "predict",
     "export",
     "serve",

@@ -289,5 +289,6 @@ def test_the_extras_map_matches_pyproject():
     declared = extras["optional-dependencies"]
     for module, extra in EXTRA_MODULES.items():
         assert extra in declared, (module, extra)
-    for extra in ("serve", "export", "tensorboard", "mlflow", "tune"):  # every extra a command needs is mapped
+    # every extra a command needs is mapped
+    for extra in ("serve", "export", "tensorboard", "mlflow", "tune", "robustness"):
         assert extra in EXTRA_MODULES.values()

@@ -21,7 +21,7 @@ from cifarlab.config import (
     config_from_dict,
     load_toml,
 )
-from cifarlab.data import Dataset, load_dataset
+from cifarlab.data import Dataset, Split, load_dataset
 from cifarlab.data.dataset import select_classes
 from cifarlab.device import describe_hardware
 from cifarlab.evaluation.metrics import EvalResult
@@ -345,6 +345,15 @@ def evaluate(
         ValueError: if the dataset's classes differ from the model's.
     """
     classifier = load(path, device=device, precision=precision)
+    return classifier.evaluate(_test_split(classifier, data, data_dir, progress))
+
+
+def _test_split(classifier: Any, data: str | None, data_dir: str | None, progress: bool) -> Split:
+    """The test split a saved model is judged on: `data`, or the data it was trained on, in its classes.
+
+    Raises:
+        ValueError: if the dataset's classes differ from the model's.
+    """
     source = data or classifier.meta.get("data_source") or "cifar10"
     if data is None and data_dir is None:  # the data the model was trained on, from where it was read
         data_dir = classifier.meta.get("data_dir")
@@ -357,4 +366,59 @@ def evaluate(
             f"the classes of {source} ({', '.join(dataset.class_names)}) differ from the model's "
             f"({', '.join(classifier.class_names)})"
         )
-    return classifier.evaluate(dataset.test)
+    return dataset.test
+
+
+def robustness(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    corruptions: str | None = None,
+    severities: str | None = None,
+    images: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy of a run's model under the CIFAR-10-C corruptions; writes RUN_DIR/robustness.json and the report.
+
+    Args:
+        run_dir: a finished run directory.
+        data: where the test images are (default: the run's own data).
+        corruptions: comma-separated corruption or family names (noise, blur, weather, digital); default all 15.
+        severities: comma-separated severities in 1..5; default all.
+        images: use the first N test images (default all; CIFAR-10's 10000 at 75 corrupted sets take a while).
+        seed: seed of the random corruptions (each corruption and severity gets its own from it).
+        device: 'auto', 'cpu' or 'cuda'.
+        precision: 'auto', 'bf16' or 'fp32'.
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: for an unknown corruption or severity, a bad --images, or data whose classes differ.
+        FileNotFoundError: if `run_dir` is not a finished run.
+    """
+    from cifarlab.evaluation.corruptions import corrupt, parse_corruptions, parse_severities
+    from cifarlab.evaluation.robustness import corruption_accuracy
+    from cifarlab.reports import figures
+
+    names, levels = parse_corruptions(corruptions), parse_severities(severities)
+    if images is not None and images < 1:
+        raise ValueError(f"--images must be at least 1, got {images}")
+    files = RunFiles(Path(run_dir))
+    if not files.is_finished():
+        raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
+    classifier = load(run_dir, device=device, precision=precision)
+    split = _test_split(classifier, data, None, progress)
+    if images is not None:
+        split = split.subset(torch.arange(min(images, len(split))))
+    result = corruption_accuracy(classifier, split, names, levels, seed=seed, progress=progress)
+    result = {**result, "tta": classifier.tta, "data": data or classifier.meta.get("data_source"),
+              "example_severity": 3 if 3 in levels else levels[len(levels) // 2]}  # fmt: skip
+    first = split.images[:1].cpu()  # the first test image at severity 3 (or the nearest measured) of each corruption
+    shown = result["example_severity"]
+    examples = {"clean": first[0].numpy()} | {
+        name: corrupt(first, name, shown, seed=seed)[0].numpy() for name in names}  # fmt: skip
+    files.write_robustness(result, figures.corruption_examples_png(examples))
+    write_report(run_dir)
+    return result

@@ -128,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16, else fp32")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("robustness", help="accuracy under the 15 CIFAR-10-C corruptions at 5 severities; writes "
+                       "RUN_DIR/robustness.json and a report section")  # fmt: skip
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    p.add_argument("--data", metavar="SOURCE", help="where the test images are (default: the run's own data)")
+    p.add_argument("--corruptions", metavar="LIST", help="comma-separated corruptions or families (noise, blur, "
+                   "weather, digital); default all 15")  # fmt: skip
+    p.add_argument("--severities", metavar="LIST", help="comma-separated severities 1..5 (default all)")
+    p.add_argument("--images", type=int, metavar="N", help="only the first N test images (default all)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random corruptions (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 where fast (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("cache", help="show what the cache folder holds per kind; --prune deletes stale entries")
     p.add_argument("--prune", action="store_true", help="delete cache files not used for --older-than days, "
                    "those of vanished image folders or without checksum, and leftover temporary files (never "
@@ -288,6 +301,16 @@ def _int_list(flag: str, text: str) -> list[int]:
         raise ValueError(f"{flag}: expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
 
 
+def _robustness(args: argparse.Namespace) -> None:
+    from cifarlab.evaluation.robustness import robustness_table
+
+    result = api.robustness(args.run_dir, data=args.data, corruptions=args.corruptions, severities=args.severities,
+                            images=args.images, seed=args.seed, device=args.device or "auto",
+                            precision=args.precision or "auto", progress=not args.quiet)  # fmt: skip
+    print(robustness_table(result), end="")
+    print(f"wrote {args.run_dir}/robustness.json; report.html has a robustness section")
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     result = api.evaluate(
         args.path,
@@ -357,8 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args([arg for i, arg in enumerate(argv) if not (arg == "--debug" and i < len(options))])
     handlers = {"presets": _presets, "models": _models,
                 "train": _train, "ladder": _ladder, "tune": _tune, "report": _report, "compare": _compare,
-                "evaluate": _evaluate, "predict": _predict, "export": _export, "serve": _serve,
-                "cache": _cache}  # fmt: skip
+                "evaluate": _evaluate, "robustness": _robustness, "predict": _predict, "export": _export,
+                "serve": _serve, "cache": _cache}  # fmt: skip
     try:
         args.argv = argv  # `train --nproc` passes it on to its ranks
         status = _run(handlers[args.command], args, debug)

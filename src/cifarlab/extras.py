@@ -18,6 +18,7 @@ EXTRA_MODULES = {  # top-level module -> the extra that installs it
     "tensorboard": "tensorboard",
     "mlflow": "mlflow",
     "optuna": "tune",
+    "scipy": "robustness",
     "sqlalchemy": "tune",
     "psycopg": "tune",
 }

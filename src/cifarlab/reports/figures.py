@@ -120,3 +120,39 @@ def thumbnail_png(image: np.ndarray, scale: int = 3) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def corruption_examples_png(examples: dict[str, np.ndarray], scale: int = 3) -> bytes:
+    """One image under each corruption: (3, H, W) uint8 images in a labelled strip, upscaled `scale` times."""
+    names = list(examples)
+    columns = min(8, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.35 * columns, 1.55 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        ax.imshow(examples[name].transpose(1, 2, 0), interpolation="nearest")
+        ax.set_title(name.replace("_", " "), fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def robustness_png(accuracy: dict[str, dict[str, float]], clean: float) -> bytes:
+    """Accuracy (%) per corruption (rows) and severity (columns) as a heatmap, the values written in."""
+    names = list(accuracy)
+    severities = sorted({int(s) for row in accuracy.values() for s in row})
+    grid = np.array([[accuracy[n].get(str(s), np.nan) * 100 for s in severities] for n in names])
+    fig, ax = plt.subplots(figsize=(1.1 * len(severities) + 3.2, 0.38 * len(names) + 1.6))
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(clean * 100, np.nanmax(grid)), aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(severities)):
+            if grid[i, j] == grid[i, j]:
+                light = grid[i, j] < 0.6 * max(clean * 100, 1)
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if light else "black")  # fmt: skip
+    ax.set_xticks(range(len(severities)), [f"severity {s}" for s in severities], fontsize=8)
+    ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names], fontsize=8)
+    ax.set_title(f"Test accuracy (%) under each corruption; clean {clean * 100:.1f} %", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.03)
+    fig.tight_layout()
+    return figure_png(fig)

@@ -15,6 +15,7 @@ import numpy as np
 
 from cifarlab._io.atomic import write_text
 from cifarlab._io.paths import writable_file
+from cifarlab.evaluation.robustness import AUGMIX_2020_CIFAR10C_ERROR
 from cifarlab.reports import figures
 from cifarlab.reports.calibration import (
     ECE_BINS,
@@ -27,7 +28,7 @@ from cifarlab.reports.calibration import (
 from cifarlab.reports.html import esc, img, key_values, page, section, table
 from cifarlab.reports.plots import plot_history
 from cifarlab.reports.saved_run import SavedRun, load_run
-from cifarlab.training.run_dir import PREDICTIONS_NAME, REPORT_NAME
+from cifarlab.training.run_dir import PREDICTIONS_NAME, REPORT_NAME, ROBUSTNESS_EXAMPLES_NAME, RunFiles
 
 MISTAKES_SHOWN = 32
 CONFUSED_PAIRS_SHOWN = 8
@@ -73,6 +74,7 @@ def render_report(run: SavedRun, *, data: str | None = None, test_images: Any = 
         section("classes", "Per-class accuracy and confusion matrix", _classes(run)),
         section("mistakes", "Most confident mistakes", _mistakes(run, predictions, data, test_images)),
         section("calibration", "Calibration", _calibration(run, predictions)),
+        *([section("robustness", "Robustness to corruptions", _robustness(run))] if run.robustness else []),
         section("config", "Config and notes", _config(run)),
     ]
     title = f"cifarlab report: {run.label}"
@@ -315,6 +317,35 @@ def _calibration(run: SavedRun, predictions: dict[str, np.ndarray] | None) -> st
         + "<details><summary>Images in each bin (before temperature scaling)</summary>"
         + counts
         + "</details>"
+    )
+
+
+def _robustness(run: SavedRun) -> str:
+    result = run.robustness or {}
+    accuracy, clean, mean = result["accuracy"], result["clean"], result["mean_corruption_accuracy"]
+    low, high = AUGMIX_2020_CIFAR10C_ERROR["standard training"]
+    augmix = AUGMIX_2020_CIFAR10C_ERROR["AugMix"]
+    count = sum(len(row) for row in accuracy.values())
+    rows = [
+        ("this run, clean test images", f"{clean * 100:.2f}", f"{100 - clean * 100:.2f}"),
+        (f"this run, mean over {count} corrupted sets", f"{mean * 100:.2f}", f"{100 - mean * 100:.2f}"),
+        ("standard training, four networks (AugMix paper)", "", f"about {low}-{high}"),
+        ("AugMix, four networks (AugMix paper)", "", f"about {augmix[0]}-{augmix[1]}"),
+    ]
+    examples = RunFiles(run.run_dir).root / ROBUSTNESS_EXAMPLES_NAME
+    strip = img(examples.read_bytes(), "a test image under each corruption") if examples.is_file() else ""
+    return (
+        f"<p>Accuracy on the first {result['images']} test images under the 15 common corruptions of CIFAR-10-C "
+        "(Hendrycks &amp; Dietterich, 2019), at the severities measured, by <code>cifarlab robustness</code> "
+        f"(seed {result['seed']}; frost uses procedural frost, not the published photographs). The AugMix paper's "
+        "figures are errors on the published CIFAR-10-C files, with the official CIFAR-10 training set.</p>"
+        + table(("model", "accuracy (%)", "error (%)"), rows, (False, True, True))
+        + img(figures.robustness_png(accuracy, clean), "accuracy per corruption and severity")
+        + (
+            f"<h3>The first test image under each corruption, severity {result.get('example_severity', 3)}</h3>" + strip
+            if strip
+            else ""
+        )
     )
 
 

@@ -70,6 +70,12 @@ class SavedRun:
             return {key: data[key] for key in data.files}
 
     @cached_property
+    def robustness(self) -> dict[str, Any] | None:
+        """robustness.json (accuracy under corruptions), or None where `cifarlab robustness` has not run."""
+        path = RunFiles(self.run_dir).robustness
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @cached_property
     def params(self) -> dict[str, int] | None:
         """Keras-style parameter counts: saved by the run, else counted on the config's model (None if it fails)."""
         if "params" in self.metrics:

@@ -7,6 +7,8 @@ A run directory holds, once finished:
     model.safetensors    the weights, and model.json, what it takes to rebuild and feed them (`write_checkpoint`)
     metrics.json         the test result, the best epoch, why training stopped, counts and date (`write_metrics`)
     predictions.npz      test (and validation) probabilities and labels, for reports (`write_predictions`)
+    robustness.json      accuracy under the CIFAR-10-C corruptions, from `cifarlab robustness` (`write_robustness`),
+                         and robustness_examples.png, a test image under each corruption at severity 3
     loss.png, accuracy.png, report.html   drawn from the files above by `cifarlab.reports` (`REPORT_FILES`)
     resume.pt            the whole training state while the run is unfinished (`write_resume`; removed at the end)
     mlflow.json, tensorboard/   with --logger: where the trackers log (written by `training.trackers`)
@@ -41,6 +43,8 @@ HISTORY_NAME = "history.csv"
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.npz"
 REPORT_NAME = "report.html"
+ROBUSTNESS_NAME = "robustness.json"
+ROBUSTNESS_EXAMPLES_NAME = "robustness_examples.png"
 META_NAME = meta_path(Path(CHECKPOINT_NAME)).name  # model.json
 MLFLOW_RECORD_NAME = "mlflow.json"  # --logger mlflow: the MLflow run this run logs to (written by the tracker)
 TENSORBOARD_DIR = "tensorboard"  # --logger tensorboard: the event files (written by TensorBoard's writer)
@@ -74,6 +78,11 @@ class RunFiles:
     def metrics(self) -> Path:
         """metrics.json: the finished run's results."""
         return self.root / METRICS_NAME
+
+    @property
+    def robustness(self) -> Path:
+        """robustness.json: accuracy under corruptions (`cifarlab robustness`), when measured."""
+        return self.root / ROBUSTNESS_NAME
 
     @property
     def predictions(self) -> Path:
@@ -127,6 +136,11 @@ class RunFiles:
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """Write metrics.json."""
         write_json(self.metrics, metrics)
+
+    def write_robustness(self, robustness: dict[str, Any], examples_png: bytes) -> None:
+        """Write robustness.json and robustness_examples.png."""
+        write_with(self.root / ROBUSTNESS_EXAMPLES_NAME, lambda tmp: tmp.write_bytes(examples_png))
+        write_json(self.robustness, robustness)
 
     def write_predictions(
         self,
