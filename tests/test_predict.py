@@ -187,3 +187,31 @@ def test_cli_refuses_a_folder_without_images(run, tmp_path, capsys):
     assert main(["predict", str(run), str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "empty: no image files in this folder or below" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_fitted_temperature_divides_the_logits_of_what_the_model_gives(tmp_path):
+    """Runs with 200+ validation images ship softmax(logits / T); predict and evaluate use it, accuracy unchanged."""
+    import json
+
+    import torch
+
+    from cifarlab import api
+    from cifarlab.inference.classifier import Classifier
+    from tests.factories import make_dataset
+
+    dataset = make_dataset(train=480, test=40)
+    result = api.train("proyecto1", dataset=dataset, epochs=1, batch_size=32, val_size=240, out=str(tmp_path / "r"),
+                       quiet=True, precision="fp32")  # fmt: skip
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    meta = json.loads((result.run_dir / "model.json").read_text())
+    temperature = metrics["temperature"]
+    assert temperature is not None and temperature > 0 and meta["temperature"] == temperature
+    calibrated = Classifier.load(result.run_dir, device="cpu", precision="fp32")
+    plain = Classifier(calibrated.model, {**calibrated.meta, "temperature": None}, device="cpu", precision="fp32")
+    images = dataset.test.images[:8]
+    p, q = calibrated.predict(images), plain.predict(images)
+    expected = torch.softmax(torch.log(q) / temperature, dim=1)
+    torch.testing.assert_close(p, expected, atol=1e-5, rtol=1e-4)
+    assert calibrated.evaluate(dataset.test).accuracy == plain.evaluate(dataset.test).accuracy
+    report = (result.run_dir / "report.html").read_text()
+    assert f"Temperature T = {temperature:.3f} was fitted on the validation split (240 images" in report

@@ -24,6 +24,7 @@ from cifarlab.config import (
 from cifarlab.data import Dataset, Split, load_dataset
 from cifarlab.data.dataset import select_classes
 from cifarlab.device import describe_hardware
+from cifarlab.evaluation.calibration import MIN_CALIBRATION_IMAGES, fit_temperature
 from cifarlab.evaluation.metrics import EvalResult
 from cifarlab.inference.load import load
 from cifarlab.models.registry import list_models, unknown_name_message
@@ -289,11 +290,17 @@ def _fit_and_save(trainer: Trainer, run_dir: Path, test_split: bool = True) -> R
                             val_split.labels if val_split is not None else None)  # fmt: skip
     val = {key: history.history[key][best_epoch - 1] for key in ("val_loss", "val_accuracy")} if best_epoch else {}
     metrics = {"test_accuracy": test.accuracy if test else None, "test_loss": test.loss if test else None, **val}
-    files.write_checkpoint(trainer.model, trainer.checkpoint_meta(metrics, epoch=best_epoch or trainer.epoch))
+    # the shipped probabilities are softmax(logits / T), T fitted on validation (Guo et al. 2017); 1 without one
+    temperature = (fit_temperature(_probabilities(val_eval).numpy(), val_split.labels.cpu().numpy())
+                   if val_eval is not None and val_split is not None and len(val_split) >= MIN_CALIBRATION_IMAGES
+                   else None)  # fmt: skip
+    meta = trainer.checkpoint_meta(metrics, epoch=best_epoch or trainer.epoch) | {"temperature": temperature}
+    files.write_checkpoint(trainer.model, meta)
     files.write_metrics({
         "test_accuracy": test.accuracy if test else None,
         "test": test.to_dict(trainer.class_names) if test else None,
         "final_val": val_eval.to_dict(trainer.class_names) if val_eval is not None else None,
+        "temperature": temperature,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "train_seconds": train_seconds,

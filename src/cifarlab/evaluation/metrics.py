@@ -98,8 +98,9 @@ def evaluate_model(
     num_classes: int,
     **kwargs: Any,
 ) -> EvalResult:
-    """Evaluate `model` on `split` (keyword arguments as `predict_logits`)."""
-    logits = predict_logits(model, split, normalization, **kwargs)
+    """Evaluate `model` on `split` (keyword arguments as `predict_logits`; `temperature` divides the logits)."""
+    temperature = float(kwargs.pop("temperature", 1.0))
+    logits = predict_logits(model, split, normalization, **kwargs) / temperature
     loss = F.cross_entropy(logits, split.labels).item()
     predictions = logits.argmax(dim=1)
     accuracy = (predictions == split.labels).float().mean().item()

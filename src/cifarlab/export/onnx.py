@@ -68,7 +68,7 @@ class ExportResult:
 
 
 class _Exported(nn.Module):
-    """uint8 (N, H, W, 3) -> probabilities (N, K): scaling, the model (with its TTA views) and softmax."""
+    """uint8 (N, H, W, 3) -> probabilities (N, K): scaling, the model (with its TTA views), temperature, softmax."""
 
     def __init__(self, classifier: Classifier, tta: int) -> None:
         super().__init__()
@@ -76,11 +76,12 @@ class _Exported(nn.Module):
         norm = classifier.normalization
         self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.temperature = classifier.temperature  # the run's fitted temperature: calibrated probabilities
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
         x = (x * (1 / 255) - self.mean) / self.std  # as Normalization does
-        return self.model(x).float().softmax(dim=1)
+        return (self.model(x).float() / self.temperature).softmax(dim=1)
 
 
 def export_onnx(
@@ -172,6 +173,7 @@ def _write_metadata(path: Path, classifier: Classifier, tta: int) -> None:
         "test_accuracy": str(meta.get("metrics", {}).get("test_accuracy", "")),
         "test_accuracy_tta": str(classifier.tta),  # the TTA level the run's test accuracy was measured with
         "tta": str(tta),  # the TTA level inside this graph
+        "temperature": str(classifier.temperature),  # inside the graph: its probabilities are calibrated
         "input": "uint8 [N, H, W, 3] RGB, resized to image_size x image_size (bicubic, aspect ratio not kept)",
         "data_source": str(meta.get("data_source") or ""),
         "data_dir": str(meta.get("data_dir") or ""),

@@ -36,6 +36,8 @@ class Classifier(Predictor):
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format).eval()
         self.tta = int(meta.get("tta", 0))  # the views the run's own test evaluation averaged
+        # probabilities are softmax(logits / T), T fitted on the run's validation split (1: a run without one)
+        self.temperature = float(meta.get("temperature") or 1.0)
         self.class_names: list[str] = list(meta["class_names"])
         self.image_size: int = int(meta["image_size"])
         self.normalization = Normalization(tuple(meta["normalization"]["mean"]), tuple(meta["normalization"]["std"]))
@@ -80,10 +82,10 @@ class Classifier(Predictor):
             precision=self.precision,
             channels_last=self.channels_last,
         )
-        return logits.softmax(dim=1).cpu()
+        return (logits / self.temperature).softmax(dim=1).cpu()
 
     def evaluate(self, split: Split, batch_size: int = 1000) -> EvalResult:
-        """Loss, accuracy and confusion matrix on a labelled split."""
+        """Loss, accuracy and confusion matrix on a labelled split (loss and probabilities with the temperature)."""
         return evaluate_model(
             TTA(self.model, self.tta),
             split.to(self.device),
@@ -92,4 +94,5 @@ class Classifier(Predictor):
             batch_size=batch_size,
             precision=self.precision,
             channels_last=self.channels_last,
+            temperature=self.temperature,
         )

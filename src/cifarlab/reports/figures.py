@@ -8,7 +8,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from cifarlab.reports.calibration import ReliabilityBin
+from cifarlab.evaluation.calibration import ReliabilityBin
 from cifarlab.reports.html import figure_png, plt
 from cifarlab.reports.plots import TRAIN_COLOR, VAL_COLOR
 from cifarlab.training.history import History

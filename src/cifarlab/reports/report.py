@@ -15,16 +15,17 @@ import numpy as np
 
 from cifarlab._io.atomic import write_text
 from cifarlab._io.paths import writable_file
-from cifarlab.evaluation.robustness import AUGMIX_2020_CIFAR10C_ERROR
-from cifarlab.reports import figures
-from cifarlab.reports.calibration import (
+from cifarlab.evaluation.calibration import (
     ECE_BINS,
     GUO_2017_CIFAR10_ECE,
+    MIN_CALIBRATION_IMAGES,
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
 )
+from cifarlab.evaluation.robustness import AUGMIX_2020_CIFAR10C_ERROR
+from cifarlab.reports import figures
 from cifarlab.reports.html import esc, img, key_values, page, section, table
 from cifarlab.reports.plots import plot_history
 from cifarlab.reports.saved_run import SavedRun, load_run
@@ -295,7 +296,7 @@ def _calibration(run: SavedRun, predictions: dict[str, np.ndarray] | None) -> st
     bins = reliability_bins(probabilities, labels)
     ece = expected_calibration_error(probabilities, labels)
     after = ece_after = temperature = None
-    if "val_probabilities" in predictions and len(predictions["val_labels"]):
+    if "val_probabilities" in predictions and len(predictions["val_labels"]) >= MIN_CALIBRATION_IMAGES:
         temperature = fit_temperature(predictions["val_probabilities"], predictions["val_labels"])
         scaled = apply_temperature(probabilities, temperature)
         after, ece_after = reliability_bins(scaled, labels), expected_calibration_error(scaled, labels)
@@ -304,14 +305,21 @@ def _calibration(run: SavedRun, predictions: dict[str, np.ndarray] | None) -> st
         (f"{name} (Guo et al. 2017, CIFAR-10)", f"{value:.2f}", "") for name, value in GUO_2017_CIFAR10_ECE.items()
     ]
     how = (f"Temperature T = {temperature:.3f} was fitted on the validation split ({len(predictions['val_labels'])} "
-           "images, negative log-likelihood), never on test." if temperature is not None else
-           "The run had no validation split, so no temperature was fitted.")  # fmt: skip
+           "images, negative log-likelihood), never on test; the probabilities the model gives in predict, serve "
+           "and its ONNX export are softmax(logits / T), the ones after temperature scaling."
+           if temperature is not None else
+           f"The run had no validation split of {MIN_CALIBRATION_IMAGES} images or more, so no temperature was "
+           "fitted: the probabilities it gives are the uncalibrated ones.")  # fmt: skip
+    shipped = ece_after if ece_after is not None else ece
+    meaning = (f" What the figure means: among the test images the model gives a confidence of about p, the share "
+               f"it gets right differs from p by {shipped * 100:.1f} points on average (weighted by how many images "
+               "each confidence has).")  # fmt: skip
     bin_rows = [(f"({b.low:.3f}, {b.high:.3f}]", b.count, "-" if not b.count else f"{b.accuracy:.3f}",
                  "-" if not b.count else f"{b.confidence:.3f}") for b in bins]  # fmt: skip
     counts = table(("confidence bin", "images", "accuracy", "mean confidence"), bin_rows, (False, True, True, True))
     return (
         f"<p>Top-label expected calibration error over {ECE_BINS} equal-width confidence bins, as in Guo et al. "
-        f"(2017), on the {len(labels)} test images. {how}</p>"
+        f"(2017), on the {len(labels)} test images. {how}{meaning}</p>"
         + table(("model", "ECE before (%)", "ECE after temperature scaling (%)"), rows, (False, True, True))
         + img(figures.reliability_png(bins, after, ece, ece_after, temperature), "reliability diagram")
         + "<details><summary>Images in each bin (before temperature scaling)</summary>"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ECE_BINS = 15  # Guo et al. 2017: 15 equal-width confidence bins
+MIN_CALIBRATION_IMAGES = 200  # fewer validation images fit a temperature to noise (or, all right, to T -> 0)
 # Guo et al. 2017, "On Calibration of Modern Neural Networks", Table 1: CIFAR-10 ECE (%) before temperature scaling
 GUO_2017_CIFAR10_ECE = {"ResNet-110": 4.60, "LeNet-5": 3.02}
 _TINY = np.finfo(np.float32).tiny  # probabilities that underflowed to 0 keep a finite log
