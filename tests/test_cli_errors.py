@@ -292,3 +292,22 @@ def test_the_extras_map_matches_pyproject():
     # every extra a command needs is mapped
     for extra in ("serve", "export", "tensorboard", "mlflow", "tune", "robustness"):
         assert extra in EXTRA_MODULES.values()
+
+
+def test_tune_without_its_extra_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as after `pip install .` alone
+    study = tmp_path / "study"
+    assert main(["tune", "--preset", "proyecto1", "--study-dir", str(study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "cifarlab: error: cifarlab tune needs optuna, from the 'tune' extra: pip install 'cifarlab[tune]'"
+    assert not study.exists()
+
+
+def test_robustness_without_its_extra_is_one_line(tmp_path, monkeypatch, capsys):
+    for name in ("scipy", "scipy.ndimage"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "cifarlab.evaluation.corruptions", raising=False)
+    assert main(["robustness", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = "cifarlab robustness needs scipy, from the 'robustness' extra: pip install 'cifarlab[robustness]'"
+    assert err == f"cifarlab: error: {expected}"

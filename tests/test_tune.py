@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,3 +180,54 @@ def test_bad_spaces_name_the_parameter(setup, tmp_path, capsys, space, message):
     assert main(["tune", "--preset", "proyecto1", "--space", str(bad), "--study-dir", str(study_dir)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--space {bad}: " in err and message in err
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if found:
+        return found[-1].parent
+    pg_ctl = shutil.which("pg_ctl")
+    return Path(pg_ctl).parent if pg_ctl else None
+
+
+@pytest.fixture
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for this test (Debian's postgresql package), its URL."""
+    binaries = _postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="cifarlab-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the package's postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=120)
+    made = run([*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+    if made.returncode:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"initdb failed: {made.stderr.strip()[:200]}")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    started = run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+                   str(folder / "log"), "start"])  # fmt: skip
+    if started.returncode:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"the PostgreSQL server did not start: {started.stderr.strip()[:200]}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_a_study_on_a_postgresql_server(setup, postgres):
+    study_dir, options = setup
+    result = tune("proyecto1", trials=4, epochs=1, top_k=0, workers=2, storage=postgres, study_dir=study_dir,
+                  **options)  # fmt: skip
+    assert [t.number for t in result.trials] == [0, 1, 2, 3]  # none lost, none run twice
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in result.trials)
+    assert len({t.user_attrs["run_dir"] for t in result.trials}) == 4
+    assert len({t.user_attrs["worker"] for t in result.trials}) == 2

@@ -292,6 +292,7 @@ def _tune(args: argparse.Namespace) -> None:
     print(result.table, end="")
     if result.best_toml is not None:
         print(f"best config: {result.best_toml} (cifarlab train --config {result.best_toml})")
+    print(f"report: {result.report}")
 
 
 def _int_list(flag: str, text: str) -> list[int]:

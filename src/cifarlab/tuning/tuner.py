@@ -8,8 +8,9 @@ from typing import Any
 
 from cifarlab import api
 from cifarlab.data import Dataset
+from cifarlab.reports.study_report import STUDY_REPORT, RerunRow, StudyFacts, TrialFacts, write_study_report
 from cifarlab.tuning.rerun import Candidate, rerun, rerun_seeds, rerun_table, winner, write_best_toml
-from cifarlab.tuning.search import open_study, prepare_search, run_workers, wait_seconds
+from cifarlab.tuning.search import Search, open_study, prepare_search, run_workers, wait_seconds
 
 
 @dataclass
@@ -23,6 +24,7 @@ class TuneResult:
     best_toml: Path | None
     table: str
     notes: list[str]
+    report: Path  # STUDY_DIR/report.html
 
 
 def tune(
@@ -74,6 +76,8 @@ def tune(
         >>> result = cifarlab.tune("fast88", trials=30, epochs=5, data="../shared/datasets/cifar10-jpeg")
         >>> print(result.table)
     """
+    import optuna  # noqa: F401  (the tune extra: missing, it ends here in one line, before anything is written)
+
     if trials < 0 or top_k < 0 or seeds < 1:
         raise ValueError("--trials and --top-k must be 0 or more and --rerun-seeds at least 1")
     seconds = wait_seconds(timeout) if isinstance(timeout, str) else timeout
@@ -88,13 +92,78 @@ def tune(
     study_handle = open_study(search)
     done = sorted(study_handle.get_trials(deepcopy=True), key=lambda t: t.number)
     complete = sorted((t for t in done if t.state.name == "COMPLETE"), key=lambda t: -t.value)
-    if not complete and top_k:
-        raise ValueError(f"study {search.study_name!r} has no completed trial yet (all pruned or failed); run more "
-                         "--trials")  # fmt: skip
     candidates, best, best_toml, table = [], None, None, ""
-    if top_k:
+    if top_k and complete:
         candidates = rerun(search, complete[:top_k], rerun_seeds(search, seeds), data)
         best = winner(candidates)
         best_toml = write_best_toml(search, best)
         table = rerun_table(candidates, best)
-    return TuneResult(Path(search.study_dir), done, candidates, best, best_toml, table, notes)
+    ranked = [t.number for t in complete[:top_k]]  # the re-run trials, in the candidates' order
+    facts = study_facts(search, study_handle, done, candidates, ranked, best, best_toml, table, notes)
+    report = write_study_report(Path(search.study_dir) / STUDY_REPORT, facts)  # all pruned or failed: shows why
+    if not complete and top_k:
+        raise ValueError(f"study {search.study_name!r} has no completed trial yet (all pruned or failed; see "
+                         f"{report}); run more --trials")  # fmt: skip
+    return TuneResult(Path(search.study_dir), done, candidates, best, best_toml, table, notes, report)
+
+
+def study_facts(
+    search: Search,
+    study: Any,
+    trials: list[Any],
+    candidates: list[Candidate],
+    ranked: list[int],
+    best: Candidate | None,
+    best_toml: Path | None,
+    table: str,
+    notes: list[str],
+) -> StudyFacts:
+    """The plain values of the study report: the trials (FrozenTrials), importances and the re-runs."""
+    facts = [
+        TrialFacts(
+            number=t.number,
+            state=t.state.name,
+            value=None if t.value is None or t.state.name != "COMPLETE" else t.value * 100,
+            params=dict(t.params),
+            intermediate={int(epoch): value * 100 for epoch, value in t.intermediate_values.items()},
+            run_dir=t.user_attrs.get("run_dir"),
+            duration_seconds=t.duration.total_seconds() if t.duration is not None else None,
+        )
+        for t in trials
+    ]
+    importances, method, why = _importances(study, sum(t.state.name == "COMPLETE" for t in trials))
+    rows = []
+    for i, c in enumerate(candidates):
+        mean, std = c.test_mean_std
+        search_value = None if c.search_value is None else c.search_value * 100
+        trial = ranked[i] if i < len(ranked) else None
+        rows.append(RerunRow(c.name, search_value, c.val_mean, mean, std, len(c.test), is_winner=c is best,
+                             is_preset=i == len(candidates) - 1, trial=trial))  # fmt: skip
+    space = {name: param.describe() for name, param in search.space.items()}
+    verdict = table.strip().splitlines()[-1] if table.strip() else ""
+    return StudyFacts(search.study_name, search.preset, Path(search.study_dir), space, search.storage.shown,
+                      search.epochs_cap, facts, importances, method, why, rows, verdict, best_toml,
+                      list(notes))  # fmt: skip
+
+
+def _importances(study: Any, complete: int) -> tuple[dict[str, float], str, str]:
+    """Optuna's parameter importances (PED-ANOVA), its name, and why there are none (or what Optuna warned)."""
+    import warnings
+
+    import optuna
+
+    method = "PED-ANOVA (Optuna's PedAnovaImportanceEvaluator)"
+    if complete < 2:
+        return {}, method, f"they need at least 2 complete trials and the study has {complete}"
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # too few trials warns; the report says so
+            warnings.simplefilter("always")
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except Exception as error:  # an importance is a nicety: the report goes on without it
+        detail = " ".join(str(error).split())[:200]
+        return {}, method, f"Optuna could not compute them ({type(error).__name__}: {detail})"
+    experimental = optuna.exceptions.ExperimentalWarning
+    said = {str(w.message) for w in caught if issubclass(w.category, UserWarning) and w.category is not experimental}
+    note = "".join(f"Optuna warned: {message} " for message in sorted(said)).strip()
+    return {name: float(value) for name, value in values.items()}, method, note
