@@ -83,7 +83,7 @@ class RunResult:
         """A one-line summary of the run."""
         epochs = len(self.history)
         minutes, seconds = divmod(round(self.train_seconds), 60)
-        parts = [f"{self.config.preset}: {epochs} epochs in {minutes}m{seconds:02d}s"]
+        parts = [f"{self.config.preset}: {epochs} epoch{'' if epochs == 1 else 's'} in {minutes}m{seconds:02d}s"]
         if self.best_epoch is not None:
             parts.append(f"best val_accuracy {self.history.history['val_accuracy'][self.best_epoch - 1]:.4f} "
                          f"(epoch {self.best_epoch})")  # fmt: skip
