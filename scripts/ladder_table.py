@@ -47,21 +47,41 @@ def _config_record(run_dir: Path) -> dict:
         return {}
 
 
+STEPS = [f"proyecto{i}" for i in range(1, 10)]
+
+
+def same_code(preset: str) -> str | None:
+    """The earlier step whose recipe this one repeats (proyecto8: proyecto7), as the ladder sees it; else None."""
+
+    def recipe(name: str) -> dict:
+        config = get_preset(name).config.to_dict()
+        config.pop("preset")
+        return config
+
+    return next((earlier for earlier in STEPS[: STEPS.index(preset)] if recipe(earlier) == recipe(preset)), None)
+
+
 def spread(preset: str, runs_dir: Path) -> str:
-    """'mean ± std (n)' of the test accuracy over the preset's finished seeds, or '–' below two of them."""
-    finished = [path for path in sorted(runs_dir.glob(f"{preset}-s*")) if (path / "metrics.json").exists()]
+    """'mean ± std (n)' of the test accuracy over the finished seeds of the preset's code, or '–' below two.
+
+    A step that repeats another's code (proyecto8) pools its seeds with that step's.
+    """
+    code = same_code(preset) or preset
+    names = [code] + [step for step in STEPS if same_code(step) == code]
+    paths = sorted(path for name in names for path in runs_dir.glob(f"{name}-s*"))
+    finished = [path for path in paths if (path / "metrics.json").exists()]
     accuracies = [100 * load_run(path).metrics["test_accuracy"] for path in finished]
     if len(accuracies) < 2:
         return "–"
     return f"{statistics.mean(accuracies):.2f} ± {statistics.stdev(accuracies):.2f} ({len(accuracies)})"
 
 
-def row(preset: str, run_dir: Path) -> str:
+def row(preset: str, run_dir: Path, label: str | None = None) -> str:
     """One markdown row: the seed's figure, ours, the spread over seeds, the difference, epochs, time, hardware and
     status."""
     recipe = get_preset(preset)
     seed, planned = recipe.seed_accuracy, recipe.config.train.epochs
-    head = f"| {preset} | {seed:.2f} % |"
+    head = f"| {label or preset} | {seed:.2f} % |"
     if (run_dir / "metrics.json").exists():
         run = load_run(run_dir)
         ours = 100 * run.metrics["test_accuracy"]
@@ -90,7 +110,13 @@ def table(runs_dir: Path, seed: int = 0) -> str:
         "epochs run / planned | training time | hardware | status |",
         "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    lines += [row(f"proyecto{i}", runs_dir / f"proyecto{i}-s{seed}") for i in range(1, 10)]
+    for step in STEPS:
+        code = same_code(step)
+        if code is None:
+            lines.append(row(step, runs_dir / f"{step}-s{seed}"))
+        else:  # the ladder runs a copy of an earlier step's code at the next seed
+            label = f"{step}: {code}'s code, seed {seed + 1}"
+            lines.append(row(step, runs_dir / f"{step}-s{seed + 1}", label))
     return "\n".join(lines)
 
 

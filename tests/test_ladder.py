@@ -128,3 +128,17 @@ def test_the_ladder_runs_on_a_small_image_folder_with_the_presets_own_hold_out(t
         record = json.loads((runs_dir / f"{preset}-s0" / "config.json").read_text())
         assert record["dataset"]["train"] == 1120 and record["dataset"]["val"] == 280
         assert (runs_dir / f"{preset}-s0" / "metrics.json").is_file()
+
+
+def test_a_preset_with_an_earlier_ones_code_runs_at_the_next_seeds(tmp_path):
+    """proyecto8 only writes out Adam's default lr: proyecto7's recipe. The ladder adds seeds instead of a copy."""
+    from cifarlab.ladder import plan_ladder
+
+    runs = plan_ladder(["proyecto7", "proyecto8"], [0], tmp_path / "runs")
+    assert [(r.preset, r.seed, r.same_code_as) for r in runs] == [("proyecto7", 0, None), ("proyecto8", 1, "proyecto7")]
+    assert runs[1].run_dir.name == "proyecto8-s1"
+    three = plan_ladder(["proyecto7", "proyecto8", "proyecto4"], [0, 1, 2], tmp_path / "runs")
+    assert [r.seed for r in three if r.preset == "proyecto8"] == [3, 4, 5]
+    assert [r.seed for r in three if r.preset == "proyecto4"] == [0, 1, 2]
+    alone = plan_ladder(["proyecto8"], [0], tmp_path / "runs")  # without proyecto7 it is no copy
+    assert alone[0].seed == 0 and alone[0].same_code_as is None

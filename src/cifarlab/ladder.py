@@ -45,6 +45,7 @@ class LadderRun:
     seed: int
     run_dir: Path
     config: RunConfig
+    same_code_as: str | None = None  # an earlier preset of the ladder with this very recipe (proyecto8: proyecto7)
 
     @property
     def finished(self) -> bool:
@@ -103,9 +104,15 @@ def plan_ladder(
     if runs_dir.exists() and not runs_dir.is_dir():
         raise ValueError(f"--runs-dir {runs_dir} is a file; give a folder for the runs")
     runs = []
+    recipes: dict[str, str] = {}  # a recipe (the config without its name) -> the first preset of the ladder with it
     for preset in presets:
         recipe = get_preset(preset).config.train
-        for seed in seeds:
+        same = recipes.setdefault(_recipe_key(preset), preset)
+        copy = same if same != preset else None
+        # a preset that repeats an earlier one's code (proyecto8 writes out Adam's default lr: proyecto7, bit for bit)
+        # runs at the next seeds instead, so it adds seeds of that code rather than repeating a run
+        shift = max(seeds) - min(seeds) + 1 if copy else 0
+        for seed in (s + shift for s in seeds):
             config = api.resolve_config(
                 preset,
                 config_file,
@@ -115,10 +122,16 @@ def plan_ladder(
                 patience=scaled(recipe.patience, epochs_scale),
                 out=str(runs_dir / f"{preset}-s{seed}"),
             )
-            run = LadderRun(preset, seed, Path(config.out), config)
+            run = LadderRun(preset, seed, Path(config.out), config, copy)
             _check_same_run(run)
             runs.append(run)
     return runs
+
+
+def _recipe_key(preset: str) -> str:
+    recipe = get_preset(preset).config.to_dict()
+    recipe.pop("preset")
+    return json.dumps(recipe, sort_keys=True, default=str)
 
 
 def _check_same_run(run: LadderRun) -> None:
@@ -204,6 +217,9 @@ def run_ladder(
         dataset = api.load_training_data(runs[0].config)  # once: every rung shares the same cached images
     estimate = _CostModel(runs, len(dataset.train) if dataset is not None else 0)
     bar = tqdm(total=len(runs), desc="ladder", unit="run", position=0, dynamic_ncols=True, disable=quiet)
+    for copy in {run.preset: run for run in runs if run.same_code_as}.values():
+        tqdm.write(f"ladder: {copy.preset} is {copy.same_code_as}'s code (the same recipe); it runs at seed "
+                   f"{copy.seed} and on, adding seeds of that code instead of repeating a run")  # fmt: skip
     for run in runs:
         if run.finished:
             tqdm.write(f"ladder: {run.run_dir} has finished; skipped")
