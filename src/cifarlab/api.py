@@ -26,6 +26,8 @@ from cifarlab.data.dataset import select_classes
 from cifarlab.device import describe_hardware
 from cifarlab.evaluation.calibration import MIN_CALIBRATION_IMAGES, fit_temperature
 from cifarlab.evaluation.metrics import EvalResult
+from cifarlab.inference.classifier import Classifier
+from cifarlab.inference.explain import explain_mistakes
 from cifarlab.inference.load import load
 from cifarlab.models.registry import list_models, unknown_name_message
 from cifarlab.models.summary import count_params
@@ -310,6 +312,15 @@ def _fit_and_save(trainer: Trainer, run_dir: Path, test_split: bool = True) -> R
         "params": count_params(trainer.model).to_dict(),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     })  # fmt: skip
+    if test is not None:  # Grad-CAM of the report's mistakes; the run is saved, so a failure is only a note
+        try:
+            classifier = Classifier.load(files.checkpoint, device=str(trainer.device))
+            files.write_explanations(**explain_mistakes(classifier, trainer.test_split.images,
+                                                        _probabilities(test).cpu().float().numpy(),
+                                                        trainer.test_split.labels.cpu().numpy()))  # fmt: skip
+        except Exception as error:
+            trainer.log(f"note: {files.explanations.name} not written ({type(error).__name__}: {error}); the "
+                        "report shows the mistakes without their Grad-CAM maps")  # fmt: skip
     _finish_run(trainer, run_dir)
     files.drop_resume()
     return result

@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="average test-time views "
                    "(default: as the model's recipe evaluated; an .onnx file has what was exported)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per model call (default 256)")
+    p.add_argument("--explain", metavar="DIR", help="also write DIR/<name>-explain.png per image: the image and the "
+                   "Grad-CAM maps of its two most likely classes (fp32, no TTA; not for .onnx)")  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 where fast (default)")
 
@@ -327,9 +329,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
+    from cifarlab.inference.explain import ExplanationWriter, check_explain_target
     from cifarlab.inference.load import load
 
+    if args.explain is not None:
+        check_explain_target(args.model, args.explain)
     classifier = load(args.model, device=args.device or "auto", precision=args.precision or "auto")
+    explainer = ExplanationWriter(classifier, args.explain) if args.explain is not None else None
     skipped = 0
     for prediction in classifier.iter_predictions(args.paths, args.top_k, batch_size=args.batch_size, tta=args.tta):
         if prediction.error is not None:
@@ -339,6 +345,8 @@ def _predict(args: argparse.Namespace) -> int:
             print(json.dumps(prediction.to_dict()), flush=True)
         else:
             print(prediction.line(), flush=True)
+        if explainer is not None and prediction.error is None:  # stderr: stdout stays the predictions
+            print(f"cifarlab: wrote {explainer.write(prediction.path)}", file=sys.stderr, flush=True)
     if skipped:
         print(f"cifarlab: {skipped} file{'s' if skipped > 1 else ''} skipped", file=sys.stderr)
     return 1 if skipped else 0

@@ -24,14 +24,15 @@ from cifarlab.evaluation.calibration import (
     fit_temperature,
     reliability_bins,
 )
+from cifarlab.evaluation.mistakes import MISTAKES_SHOWN, confident_mistakes
 from cifarlab.evaluation.robustness import AUGMIX_2020_CIFAR10C_ERROR
+from cifarlab.inference.explain import overlay
 from cifarlab.reports import figures
-from cifarlab.reports.html import esc, img, key_values, page, section, table
+from cifarlab.reports.html import esc, img, key_values, page, png_data_uri, section, table
 from cifarlab.reports.plots import plot_history
 from cifarlab.reports.saved_run import SavedRun, load_run
 from cifarlab.training.run_dir import PREDICTIONS_NAME, REPORT_NAME, ROBUSTNESS_EXAMPLES_NAME, RunFiles
 
-MISTAKES_SHOWN = 32
 CONFUSED_PAIRS_SHOWN = 8
 
 
@@ -236,25 +237,58 @@ def _mistakes(run: SavedRun, predictions: dict[str, np.ndarray] | None, data: st
     probabilities, labels, index = (predictions[k] for k in ("test_probabilities", "test_labels", "test_index"))
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    if len(wrong) == 0:
+    wrong = int((predicted != labels).sum())
+    if wrong == 0:
         return "<p>The model made no mistake on the test split.</p>"
-    shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
-    intro = (f"<p>The {len(shown)} test images the model got wrong with the highest confidence, of {len(wrong)} "
+    shown = confident_mistakes(probabilities, labels, MISTAKES_SHOWN)  # the ones the run saved Grad-CAM maps of
+    intro = (f"<p>The {len(shown)} test images the model got wrong with the highest confidence, of {wrong} "
              "mistakes (upscaled 3x, nearest-neighbour).</p>")  # fmt: skip
     images, problem = _load_test_images(run, data, test_images, labels, index)
     names = run.class_names
     if images is None:
         rows = [(int(index[i]), names[labels[i]], names[predicted[i]], f"{confidence[i]:.3f}") for i in shown]
         return intro + _missing(problem) + table(("test index", "true", "predicted", "probability"), rows)
+    maps, note = _explanations(run)
+    if maps:
+        intro += ("<p>Under each image, Grad-CAM (Selvaraju et al. 2017): where the model found evidence for the "
+                  "class it predicted (left) and for the true class (right), red strongest. The maps are coarse "
+                  "(the last feature map is a few cells wide, upsampled); see docs/trust.md.</p>")  # fmt: skip
+    elif note:
+        intro += f'<p class="note">No Grad-CAM maps: {esc(note)}.</p>'
     cells = []
     for i in shown:
         true, guess = esc(names[labels[i]]), esc(names[predicted[i]])
         caption = (f'<span title="true: {true}">true: {true}</span><span class="wrong" title="predicted: {guess}">'
                    f"predicted: {guess}</span><span>p = {confidence[i]:.3f} · #{int(index[i])}</span>")  # fmt: skip
-        picture = img(figures.thumbnail_png(images[index[i]]), f"test image {int(index[i])}", "thumb")
+        image = images[index[i]]
+        picture = img(figures.thumbnail_png(image), f"test image {int(index[i])}", "thumb")
+        if (pair := maps.get(int(index[i]))) is not None:  # (2, H, W): the predicted class's map, the true class's
+            picture += "<div>" + "".join(
+                _overlay_img(image, heat, f"where it saw {name}")
+                for heat, name in zip(pair, (names[predicted[i]], names[labels[i]]))
+            ) + "</div>"  # fmt: skip
         cells.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
     return intro + '<div class="grid">' + "".join(cells) + "</div>"
+
+
+def _overlay_img(image: np.ndarray, heat: np.ndarray, alt: str) -> str:
+    """A Grad-CAM overlay, half a thumbnail wide (two fit under it), smoothed: the map itself is smooth."""
+    png = figures.thumbnail_png(overlay(image, heat).transpose(2, 0, 1), 1)
+    return (f'<img class="cam" style="width:47px;height:47px;image-rendering:auto" alt="{esc(alt)}" '
+            f'title="{esc(alt)}" src="{png_data_uri(png)}">')  # fmt: skip
+
+
+def _explanations(run: SavedRun) -> tuple[dict[int, np.ndarray], str]:
+    """explanations.npz as test index -> (2, H, W) maps (predicted, true), and its note; empty for older runs."""
+    path = RunFiles(run.run_dir).explanations
+    if not path.is_file():
+        return {}, ""
+    try:
+        with np.load(path) as data:
+            heatmaps, index, note = data["heatmaps"], data["test_index"], str(data["note"])
+    except (OSError, ValueError, KeyError) as error:
+        return {}, f"{path.name} is unreadable ({error})"
+    return {int(i): heat.astype(np.float32) for i, heat in zip(index, heatmaps)}, note
 
 
 def _load_test_images(

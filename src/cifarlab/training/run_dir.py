@@ -7,6 +7,7 @@ A run directory holds, once finished:
     model.safetensors    the weights, and model.json, what it takes to rebuild and feed them (`write_checkpoint`)
     metrics.json         the test result, the best epoch, why training stopped, counts and date (`write_metrics`)
     predictions.npz      test (and validation) probabilities and labels, for reports (`write_predictions`)
+    explanations.npz     Grad-CAM maps of the report's most confident mistakes (`write_explanations`)
     robustness.json      accuracy under the CIFAR-10-C corruptions, from `cifarlab robustness` (`write_robustness`),
                          and robustness_examples.png, a test image under each corruption at severity 3
     loss.png, accuracy.png, report.html   drawn from the files above by `cifarlab.reports` (`REPORT_FILES`)
@@ -42,6 +43,7 @@ CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.npz"
+EXPLANATIONS_NAME = "explanations.npz"
 REPORT_NAME = "report.html"
 ROBUSTNESS_NAME = "robustness.json"
 ROBUSTNESS_EXAMPLES_NAME = "robustness_examples.png"
@@ -88,6 +90,11 @@ class RunFiles:
     def predictions(self) -> Path:
         """predictions.npz: probabilities and labels for reports."""
         return self.root / PREDICTIONS_NAME
+
+    @property
+    def explanations(self) -> Path:
+        """explanations.npz: Grad-CAM maps of the report's mistakes, when the run made them."""
+        return self.root / EXPLANATIONS_NAME
 
     @property
     def checkpoint(self) -> Path:
@@ -170,6 +177,32 @@ class RunFiles:
                 np.savez_compressed(f, **arrays)
 
         write_with(self.predictions, write)
+
+    def write_explanations(
+        self, heatmaps: Any, test_index: Any, classes: Any, class_names: list[str], note: str | None = None
+    ) -> None:
+        """Write explanations.npz: Grad-CAM maps of test images, for their predicted and true classes.
+
+        Keys: `heatmaps` (M, 2, H, W) float16 in [0, 1] (predicted class first, then true class), `test_index` (M,)
+        int64 (rows of the run's test split, as in predictions.npz), `classes` (M, 2) int64 (the two classes),
+        `class_names`, and `note`: empty, or why there are no maps (a model with no spatial feature map).
+        """
+        heatmaps = _numpy(heatmaps).astype(np.float16)
+        arrays = {
+            "heatmaps": heatmaps,
+            "test_index": _numpy(test_index).astype(np.int64).reshape(-1),
+            "classes": _numpy(classes).astype(np.int64).reshape(-1, 2),
+            "class_names": np.array(class_names, dtype=str),
+            "note": np.array(note or "", dtype=str),
+        }
+        if heatmaps.ndim != 4 or heatmaps.shape[1] != 2 or len(heatmaps) != len(arrays["test_index"]):
+            raise ValueError(f"explanations: expected (M, 2, H, W) heatmaps for M test images, got {heatmaps.shape}")
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:
+                np.savez_compressed(f, **arrays)
+
+        write_with(self.explanations, write)
 
 
 def _numpy(values: Any) -> np.ndarray:
