@@ -55,3 +55,18 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# a narrow, fast slice of the seed's search space for `cifarlab tune` tests: small networks, lr and flip searched
+NARROW_SEED_SPACE = """
+base_width = 8
+stages = 2
+convs = 1
+dense = 16
+batch_size = 16
+bn = true
+shift = 0.0
+rotation = 0.0
+flip = [true, false]
+lr = {low = 1e-3, high = 1e-2, log = true}
+"""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cifarlab.reports.study_report import RerunRow, StudyFacts, TrialFacts, render_study_report, write_study_report
+from tests.factories import NARROW_SEED_SPACE
 
 SPACE = {
     "lr": "log-uniform in [0.001, 0.01]",
@@ -106,27 +107,12 @@ def test_a_study_without_two_complete_trials_still_reports(states, expected_pngs
         assert f'<tr><td class="num">{i}</td>' in text
 
 
-# the narrow slice of the seed's space that tests/test_tune.py searches: small networks, lr and flip searched
-NARROW_SPACE = """
-base_width = 8
-stages = 2
-convs = 1
-dense = 16
-batch_size = 16
-bn = true
-shift = 0.0
-rotation = 0.0
-flip = [true, false]
-lr = {low = 1e-3, high = 1e-2, log = true}
-"""
-
-
 def test_a_real_study_writes_its_report(image_folder, tmp_path):
     pytest.importorskip("optuna")
     from cifarlab.tuning import tune
 
     space = tmp_path / "space.toml"
-    space.write_text(NARROW_SPACE)
+    space.write_text(NARROW_SEED_SPACE)
     study_dir = tmp_path / "study"
     result = tune("proyecto1", space=space, trials=3, epochs=1, top_k=1, seeds=2, study_dir=study_dir,
                   data=str(image_folder), val_size=20, precision="fp32", quiet=True)  # fmt: skip
@@ -151,7 +137,7 @@ def test_a_study_with_every_trial_pruned_still_writes_its_report(image_folder, t
     always = optuna.pruners.ThresholdPruner(lower=1.01)  # no validation accuracy reaches it: prune at epoch 1
     monkeypatch.setattr(search_module, "_pruner", lambda name: always)
     space = tmp_path / "space.toml"
-    space.write_text(NARROW_SPACE)
+    space.write_text(NARROW_SEED_SPACE)
     study_dir = tmp_path / "study"
     with pytest.raises(ValueError, match="no completed trial yet .*report.html"):
         tune("proyecto1", space=space, trials=1, epochs=2, top_k=1, study_dir=study_dir, data=str(image_folder),

@@ -23,26 +23,13 @@ from cifarlab import api  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.tuning import search as search_module  # noqa: E402
 from cifarlab.tuning import tune  # noqa: E402
-
-# a narrow, fast slice of the seed's space: small networks, only lr and Dropout searched
-SPACE = """
-base_width = 8
-stages = 2
-convs = 1
-dense = 16
-batch_size = 16
-bn = true
-shift = 0.0
-rotation = 0.0
-flip = [true, false]
-lr = {low = 1e-3, high = 1e-2, log = true}
-"""
+from tests.factories import NARROW_SEED_SPACE  # noqa: E402
 
 
 @pytest.fixture
 def setup(image_folder, tmp_path):
     space = tmp_path / "space.toml"
-    space.write_text(SPACE)
+    space.write_text(NARROW_SEED_SPACE)
     options = {"space": space, "data": str(image_folder), "val_size": 20, "precision": "fp32", "quiet": True}
     return tmp_path / "study", options
 
