@@ -13,6 +13,7 @@ SUBCOMMANDS = [
     "train",
     "ladder",
     "tune",
+    "audit",
     "evaluate",
     "robustness",
     "predict",

@@ -290,7 +290,7 @@ def test_the_extras_map_matches_pyproject():
     for module, extra in EXTRA_MODULES.items():
         assert extra in declared, (module, extra)
     # every extra a command needs is mapped
-    for extra in ("serve", "export", "tensorboard", "mlflow", "tune", "robustness"):
+    for extra in ("serve", "export", "tensorboard", "mlflow", "tune", "robustness", "audit"):
         assert extra in EXTRA_MODULES.values()
 
 
@@ -301,6 +301,16 @@ def test_tune_without_its_extra_is_one_line_and_writes_nothing(tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert err == "cifarlab: error: cifarlab tune needs optuna, from the 'tune' extra: pip install 'cifarlab[tune]'"
     assert not study.exists()
+
+
+def test_audit_without_its_extra_is_one_line_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cleanlab", None)
+    out = tmp_path / "audit"
+    assert main(["audit", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = "cifarlab audit needs cleanlab, from the 'audit' extra: pip install 'cifarlab[audit]'"
+    assert err == f"cifarlab: error: {expected}"
+    assert not out.exists()
 
 
 def test_robustness_without_its_extra_is_one_line(tmp_path, monkeypatch, capsys):

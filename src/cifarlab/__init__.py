@@ -2,6 +2,7 @@
 
 from cifarlab._version import __version__ as __version__
 from cifarlab.api import RunResult, evaluate, resolve_config, resume, train
+from cifarlab.auditing import AuditResult, audit
 from cifarlab.config import DataConfig, RunConfig, TrainConfig
 from cifarlab.data import Dataset, Split, load_dataset
 from cifarlab.inference.classifier import Classifier
@@ -15,6 +16,7 @@ from cifarlab.training.trainer import Trainer
 from cifarlab.tuning import TuneResult, tune
 
 __all__ = [
+    "AuditResult",
     "Callback",
     "Classifier",
     "DataConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TuneResult",
+    "audit",
     "count_params",
     "create_model",
     "evaluate",

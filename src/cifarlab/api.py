@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,40 @@ def _resume(
     trainer.load_state_dict(state)
     trainer.log(f"resuming {run_dir} after epoch {trainer.epoch} of {config.train.epochs}")
     return _fit_and_save(trainer, run_dir, test)
+
+
+def finish_run(
+    config: RunConfig,
+    *,
+    dataset: Dataset | None = None,
+    callbacks: list[Callback] | None = None,
+    quiet: bool | None = None,
+    test: bool = True,
+) -> RunResult | None:
+    """Bring the run at `config.out` to its end, whatever state it was left in: what resumable commands share.
+
+    A run that has finished is left as it is (None); one that stopped after a complete epoch is resumed; one that
+    stopped before its first epoch ended is deleted and started again; a missing one is started.
+
+    Args:
+        config: the run's config; `config.out` is its run directory.
+        dataset: as in `train`.
+        callbacks: as in `train`.
+        quiet: as in `resume` (None: the run's own setting).
+        test: as in `train`.
+    """
+    assert config.out is not None, "finish_run needs the run's directory (config.out)"
+    run_dir = Path(config.out)
+    files = RunFiles(run_dir)
+    if files.is_finished():
+        return None
+    if files.resume.is_file():
+        return resume(run_dir, dataset=dataset, callbacks=callbacks, quiet=quiet, test=test)
+    if run_dir.is_dir() and files.config.is_file():
+        shutil.rmtree(run_dir)  # stopped before its first epoch ended: nothing to keep
+    if quiet is not None:
+        config = dataclasses.replace(config, quiet=quiet)
+    return train(config=config, dataset=dataset, callbacks=callbacks, test=test)
 
 
 def load_training_data(config: RunConfig) -> Dataset:

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from cifarlab import api, options
 from cifarlab._version import __version__
+from cifarlab.auditing.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from cifarlab.config import RunConfig
 from cifarlab.extras import missing_extra_message
 from cifarlab.models import list_models
@@ -99,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop hopeless trials early (default median: Optuna's MedianPruner)")  # fmt: skip
     p.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS", help="database storages: a trial whose "
                    "worker is silent for twice this is failed and retried, resuming its run (default 60)")  # fmt: skip
+    options.add_flags(p, _run_options(keys=("quiet",)), grouped=False)
+    options.add_flags(p, _run_options(groups=LADDER_GROUPS))
+
+    p = sub.add_parser("audit", help="find likely label errors (confident learning on out-of-fold probabilities) "
+                       "and near-duplicate images; writes label_issues.csv, duplicates.csv, audit.html")  # fmt: skip
+    p.add_argument("--preset", default="fast88", help="the fold models' recipe (default fast88)")
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="K models, each judging the fold it did not "
+                   "train on (default 5)")  # fmt: skip
+    p.add_argument("--out", default="runs/audit", metavar="DIR", help="the audit's folder; the same command again "
+                   "resumes it (default runs/audit)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the folds and their runs (default 0)")
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs of each fold model (default: the preset's)")
+    p.add_argument("--duplicate-threshold", type=float, default=DUPLICATE_THRESHOLD, metavar="R",
+                   help="similarity (correlation of the images' 16x16 versions) from which two images are "
+                   f"listed as near-duplicates (default {DUPLICATE_THRESHOLD})")  # fmt: skip
     options.add_flags(p, _run_options(keys=("quiet",)), grouped=False)
     options.add_flags(p, _run_options(groups=LADDER_GROUPS))
 
@@ -297,6 +313,22 @@ def _tune(args: argparse.Namespace) -> None:
     print(f"report: {result.report}")
 
 
+def _audit(args: argparse.Namespace) -> None:
+    from cifarlab.auditing import audit
+
+    overrides = options.overrides_from_args(args, RUN_OPTIONS)
+    for own in ("seed", "epochs", "out"):  # audit's own flags, not run options
+        overrides.pop(own, None)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if overrides.pop("data.val_size", None) is not None:
+        raise ValueError("--val-size: an audit holds out each of its --folds in turn, so it takes no validation split")
+    result = audit(preset=args.preset, folds=args.folds, out=args.out, seed=args.seed,
+                   duplicate_threshold=args.duplicate_threshold, quiet=bool(overrides.pop("quiet", False)),
+                   **overrides)  # fmt: skip
+    print(result.summary())
+
+
 def _int_list(flag: str, text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -387,8 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = argv[: argv.index("--")] if "--" in argv else argv
     debug = "--debug" in options
     args = build_parser().parse_args([arg for i, arg in enumerate(argv) if not (arg == "--debug" and i < len(options))])
-    handlers = {"presets": _presets, "models": _models,
-                "train": _train, "ladder": _ladder, "tune": _tune, "report": _report, "compare": _compare,
+    handlers = {"presets": _presets, "models": _models, "train": _train, "ladder": _ladder, "tune": _tune,
+                "audit": _audit, "report": _report, "compare": _compare,
                 "evaluate": _evaluate, "robustness": _robustness, "predict": _predict, "export": _export,
                 "serve": _serve, "cache": _cache}  # fmt: skip
     try:

@@ -21,6 +21,7 @@ EXTRA_MODULES = {  # top-level module -> the extra that installs it
     "scipy": "robustness",
     "sqlalchemy": "tune",
     "psycopg": "tune",
+    "cleanlab": "audit",
 }
 
 

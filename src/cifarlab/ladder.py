@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
 import time
 from collections.abc import Sequence
@@ -231,12 +230,10 @@ def run_ladder(
             bar.set_postfix_str(f"{run.preset} s{run.seed}; {estimate.describe_left()}")
         if run.resumable:
             tqdm.write(f"ladder: resuming {run.run_dir}")
-            result = api.resume(run.run_dir, dataset=dataset, callbacks=callbacks)
-        else:
-            if run.run_dir.exists():  # stopped before its first epoch ended: nothing to keep
-                tqdm.write(f"ladder: {run.run_dir} stopped before its first epoch; starting it again")
-                shutil.rmtree(run.run_dir)
-            result = api.train(config=run.config, dataset=dataset, callbacks=callbacks)
+        elif run.run_dir.exists():
+            tqdm.write(f"ladder: {run.run_dir} stopped before its first epoch; starting it again")
+        result = api.finish_run(run.config, dataset=dataset, callbacks=callbacks)
+        assert result is not None  # finished runs were skipped above
         estimate.done(run)
         tqdm.write(f"ladder: {result.summary()}")
         tqdm.write(result.test.percent())

@@ -206,8 +206,13 @@ def test_skip_bad_images_warns_counts_and_notes(tmp_path):
     assert data.train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert data.test.labels.tolist() == [0, 1, 1, 2, 2]
     assert len(data.notes) == 1 and f"(first: {root / 'train' / 'dog' / '5.png'}: " in data.notes[0]
+    # each image keeps its file, the unreadable ones left out, through the cache and the splits' subsets
+    assert data.train.files.tolist()[3:6] == ["train/bird/3.bmp", "train/cat/0.png", "train/cat/1.png"]
+    assert "train/dog/5.png" not in data.train.files and len(data.test.files) == 5
+    assert data.train.subset(torch.tensor([11, 0])).files.tolist() == ["train/dog/3.bmp", "train/bird/0.png"]
     with pytest.warns(UserWarning, match="skipped 2 unreadable images"):  # a cache hit keeps the note
-        assert load(root, skip_bad_images=True).notes == data.notes
+        cached = load(root, skip_bad_images=True)
+    assert cached.notes == data.notes and cached.train.files.tolist() == data.train.files.tolist()
 
 
 def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,26 +16,31 @@ class Split:
     Attributes:
         images: (N, 3, H, W) uint8 tensor.
         labels: (N,) int64 tensor of class indices.
+        files: (N,) str array of each image's file, relative to its dataset's folder; None for data that has no
+            files (CIFAR-10's batches, images made in memory).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
+    files: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         assert self.images.dtype == torch.uint8 and self.images.ndim == 4, (self.images.dtype, self.images.shape)
         assert self.labels.dtype == torch.int64 and self.labels.shape == (len(self.images),)
+        assert self.files is None or self.files.shape == (len(self.images),), self.files
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def to(self, device: torch.device | str) -> Split:
         """Return this split on `device` (a no-op when it is already there)."""
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device), self.files)
 
     def subset(self, index: torch.Tensor | np.ndarray) -> Split:
         """Return the rows named by `index` (an index or boolean mask)."""
         index = torch.as_tensor(index, device=self.labels.device)
-        return Split(self.images[index], self.labels[index])
+        files = self.files[index.cpu().numpy()] if self.files is not None else None
+        return Split(self.images[index], self.labels[index], files)
 
 
 @dataclass
@@ -169,7 +175,7 @@ def select_classes(
             members = torch.nonzero(new_labels == label).flatten().numpy()
             rows.append(rng.permutation(members)[:limit] if limit is not None else members)
         index = torch.from_numpy(np.sort(np.concatenate(rows)))
-        return Split(split.images[index], new_labels[index])
+        return dataclasses.replace(split.subset(index), labels=new_labels[index])
 
     return Dataset(
         class_names=names,

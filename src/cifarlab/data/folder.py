@@ -24,8 +24,8 @@ from cifarlab.inference.images import IMAGE_SUFFIXES, decode_image
 
 _SPLITS = ("train", "test", "val")
 # bump when decoding or the cache layout changes, so old cache files stop matching (2: alpha onto white,
-# 3: float images scaled from [0, 1], 32-bit integer images above 16 bits refused)
-_CACHE_VERSION = 3
+# 3: float images scaled from [0, 1], 32-bit integer images above 16 bits refused, 4: each image's file kept)
+_CACHE_VERSION = 4
 _MIN_PARALLEL_FILES = 512  # below this a worker pool costs more than it saves
 _LAYOUT = "{root}/train/<class>/<image> and {root}/test/<class>/<image> (optionally {root}/val/<class>/<image>)"
 
@@ -112,7 +112,11 @@ def load_image_folder(
     for note in notes:
         warnings.warn(note, stacklevel=2)
     splits = {
-        name: Split(torch.from_numpy(arrays[f"{name}_images"]), torch.from_numpy(arrays[f"{name}_labels"]))
+        name: Split(
+            torch.from_numpy(arrays[f"{name}_images"]),
+            torch.from_numpy(arrays[f"{name}_labels"]),
+            arrays[f"{name}_files"],
+        )
         for name in listing.split_sizes
     }
     return Dataset(
@@ -214,6 +218,9 @@ def _read_cache(path: Path, key: dict[str, Any], splits: list[str], image_size: 
                 raise ValueError(f"{name}_images has dtype {images.dtype} and shape {images.shape}")
             if labels.dtype != np.int64 or labels.shape != (len(images),):
                 raise ValueError(f"{name}_labels has dtype {labels.dtype} and shape {labels.shape}")
+            files = arrays[f"{name}_files"]
+            if files.dtype.kind != "U" or files.shape != labels.shape:
+                raise ValueError(f"{name}_files has dtype {files.dtype} and shape {files.shape}")
 
     arrays = read_cache(path, key, check=check)
     if arrays is not None:
@@ -272,6 +279,8 @@ def _build_arrays(
         split_images = images[part][split_keep] if not split_keep.all() else images[part]
         arrays[f"{name}_images"] = np.ascontiguousarray(split_images.transpose(0, 3, 1, 2))  # (N, 3, S, S)
         arrays[f"{name}_labels"] = listing.labels[part][split_keep]
+        relative = [line.split("\0", 1)[0] for line in listing.fingerprint[part]]  # train/<class>/<image>
+        arrays[f"{name}_files"] = np.asarray(relative, dtype=str)[split_keep]
     return arrays
 
 

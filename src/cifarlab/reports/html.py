@@ -29,6 +29,7 @@ img.plot { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 .grid figure { margin: 0; font-size: 0.78em; text-align: center; min-width: 0; }
 .grid figcaption span { display: block; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .grid img { width: 96px; height: 96px; image-rendering: pixelated; border: 1px solid #ccc; }
+.grid.pairs { grid-template-columns: repeat(auto-fill, minmax(214px, 1fr)); } .grid.pairs img { width: 198px; }
 .wrong { color: #b00020; } .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
 .missing { background: #fdecea; border-left: 4px solid #d93025; padding: 0.4em 0.8em; }
 .flag { color: #8a5a00; } pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }

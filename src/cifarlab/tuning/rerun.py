@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from cifarlab import api
 from cifarlab._io.atomic import write_text
 from cifarlab.config import RunConfig
 from cifarlab.data import Dataset
-from cifarlab.training.run_dir import CONFIG_NAME, RunFiles
+from cifarlab.training.run_dir import RunFiles
 from cifarlab.tuning.search import Search, final_val_accuracy
 
 RERUNS_DIR = "reruns"
@@ -82,14 +81,8 @@ def rerun(search: Search, trials: list[Any], seeds: list[int], dataset: Dataset)
 
 def _train_or_reuse(config: RunConfig, run_dir: Path, dataset: Dataset, quiet: bool) -> float:
     """Test accuracy of the run in `run_dir`: read when it finished, resumed when it stopped, else trained."""
-    files = RunFiles(run_dir)
-    if files.is_finished():
-        return float(_metrics(run_dir)["test_accuracy"])
-    if files.resume.is_file():
-        return api.resume(run_dir, dataset=dataset, quiet=quiet).test.accuracy
-    if run_dir.is_dir() and (run_dir / CONFIG_NAME).is_file():
-        shutil.rmtree(run_dir)  # stopped before its first epoch ended
-    return api.train(config=config, dataset=dataset).test.accuracy
+    result = api.finish_run(config, dataset=dataset, quiet=quiet)
+    return result.test.accuracy if result is not None else float(_metrics(run_dir)["test_accuracy"])
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 from cifarlab.data import Dataset
 from cifarlab.data.dataset import Split
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.run_dir import METRICS_NAME, RunFiles
+from cifarlab.training.run_dir import METRICS_NAME
 from cifarlab.tuning.space import Space, config_overrides, family_of, load_space
 from cifarlab.tuning.storage import StorageSpec, resolve_storage, retry_trial
 
@@ -266,15 +265,9 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     pruning = PruneOnValAccuracy(trial)
-    files = RunFiles(run_dir)
-    if files.is_finished():  # its worker died after the run was saved
-        pass
-    elif files.resume.is_file():
-        api.resume(run_dir, dataset=dataset, callbacks=[pruning], quiet=search.quiet, test=False)
-    else:
-        if run_dir.is_dir():  # started, but stopped before its first epoch ended: start it again
-            shutil.rmtree(run_dir)
-        api.train(config=search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning], test=False)
+    # a retried trial resumes its run, or keeps it when its worker died after the run was saved
+    api.finish_run(search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning], quiet=search.quiet,
+                   test=False)  # fmt: skip
     value = final_val_accuracy(run_dir)
     if pruning.stop_message or _stopped_by_pruner(run_dir):
         raise optuna.TrialPruned(pruning.stop_message or "pruned")

@@ -1,0 +1,180 @@
+"""`cifarlab audit`: the folds, confident learning, near-duplicates, the files, resuming, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlab import api
+from cifarlab.auditing import audit
+from cifarlab.auditing.duplicates import embed, find_duplicates
+from cifarlab.auditing.folds import assign_folds
+from cifarlab.auditing.label_issues import find_label_issues, loss_ranking, recall_at
+from cifarlab.cli import main
+from cifarlab.data import Split
+from tests.factories import make_dataset, make_split, write_image_folder
+
+FOLD_RUN = ["--preset", "proyecto1", "--epochs", "6", "--folds", "3", "--precision", "fp32", "--quiet"]
+
+
+def test_folds_deal_each_class_evenly_and_the_same_way_each_time():
+    labels = torch.tensor([0] * 10 + [1] * 7 + [2] * 5)
+    fold = assign_folds(labels, 3, seed=4)
+    assert sorted(np.bincount(fold).tolist()) == [7, 7, 8]  # the deal carries on across classes
+    for cls in range(3):
+        counts = np.bincount(fold[labels.numpy() == cls], minlength=3)
+        assert counts.max() - counts.min() <= 1
+    assert np.array_equal(fold, assign_folds(labels, 3, seed=4))
+    assert not np.array_equal(fold, assign_folds(labels, 3, seed=5))
+
+
+def test_confident_learning_finds_planted_flips_among_noisy_probabilities():
+    rng = np.random.default_rng(0)
+    n, k = 600, 4
+    truth = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), truth] += 4.0  # a model that is mostly right and never sure
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    given = truth.copy()
+    planted = rng.choice(n, 12, replace=False)
+    given[planted] = (truth[planted] + rng.integers(1, k, 12)) % k
+    issues = find_label_issues(given, probabilities)
+    assert set(issues.index) <= set(planted) and recall_at(issues.index, planted) >= 0.8
+    assert np.all(np.diff(issues.score) >= 0)  # worst first
+    assert np.array_equal(issues.suggested, probabilities[issues.index].argmax(axis=1))
+    baseline = loss_ranking(given, probabilities)
+    assert sorted(baseline.tolist()) == list(range(n))
+    assert probabilities[baseline[0], given[baseline[0]]] == probabilities[np.arange(n), given].min()
+
+
+def test_near_duplicates_survive_re_encoding_and_brightness_but_not_a_new_image():
+    train = make_split(40, seed=0)
+    test = make_split(6, seed=1)
+    copy = train.images[7].clone()
+    brighter = (train.images[3].float() * 0.8 + 30).round().clamp(0, 255).to(torch.uint8)
+    test_images = torch.cat([test.images, copy[None], brighter[None]])
+    test = Split(test_images, torch.cat([test.labels, train.labels[[7, 3]]]))
+    train_images = train.images.clone()
+    train_images[20] = train_images[11]  # a copy within train
+    train = Split(train_images, train.labels)
+    pairs = find_duplicates(embed(train.images), embed(test.images), train, test, threshold=0.97)
+    found = {(p.kind, p.first, p.second): p for p in pairs}
+    assert set(found) == {("train-train", 11, 20), ("test-train", 6, 7), ("test-train", 7, 3)}
+    assert found[("test-train", 6, 7)].pixel_difference == 0 and found[("test-train", 6, 7)].similarity > 0.999
+    assert found[("test-train", 7, 3)].pixel_difference > 5  # not a copy, still a pair
+    assert pairs[0].kind == "train-train"
+
+
+@pytest.fixture(scope="module")
+def planted_folder(tmp_path_factory):
+    """A 4-class image folder with 4 images moved to a wrong class and one training image copied into test."""
+    root = tmp_path_factory.mktemp("audit")
+    folder = write_image_folder(root / "images", make_dataset(train=160, test=40))
+    moved = []
+    for i, (cls, wrong) in enumerate([("class0", "class2"), ("class1", "class3"), ("class2", "class0"),
+                                      ("class3", "class1")]):  # fmt: skip
+        name = sorted((folder / "train" / cls).iterdir())[i + 3].name
+        target = folder / "train" / wrong / f"moved-{name}"
+        shutil.move(folder / "train" / cls / name, target)
+        moved.append(str(target))
+    shutil.copy(folder / "train" / "class1" / "0001.png", folder / "test" / "class1" / "copy.png")
+    return root, folder, moved
+
+
+@pytest.fixture(scope="module")
+def audited(planted_folder):
+    root, folder, moved = planted_folder
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CIFARLAB_HOME", str(root / "home"))
+        assert main(["audit", "--data", str(folder), "--out", str(root / "audit"), *FOLD_RUN]) == 0
+    return root / "audit", folder, moved
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_planted_label_errors_top_the_list(audited):
+    out, folder, moved = audited
+    rows = _rows(out / "label_issues.csv")
+    assert list(rows[0]) == ["rank", "path", "given", "suggested", "score", "p_given", "p_suggested"]
+    top = [row["path"] for row in rows[: len(moved) + 2]]
+    assert set(moved) <= set(top), (moved, rows[:8])
+    row = next(r for r in rows if r["path"] == moved[0])  # class0's image, filed under class2
+    assert (row["given"], row["suggested"]) == ("class2", "class0")
+    assert [float(r["score"]) for r in rows] == sorted(float(r["score"]) for r in rows)
+    figures = json.loads((out / "audit.json").read_text())
+    assert figures["images"] == 160 and figures["folds"] == 3 and figures["label_issues"] == len(rows)
+    assert figures["oof_accuracy"] > 0.9
+
+
+def test_the_copied_test_image_is_a_duplicate_pair(audited, capsys):
+    out, folder, _ = audited
+    pairs = [r for r in _rows(out / "duplicates.csv") if r["kind"] == "test-train"]
+    assert [(r["path_a"], r["path_b"], r["pixel_difference"]) for r in pairs] == [
+        (str(folder / "test" / "class1" / "copy.png"), str(folder / "train" / "class1" / "0001.png"), "0.00")
+    ]
+
+
+def test_the_page_shows_the_flags_and_the_pair(audited):
+    out, _, moved = audited
+    page = html.unescape((out / "audit.html").read_text())
+    assert "Likely label errors, worst first" in page and "Near-duplicates" in page
+    assert all(path in page for path in moved)  # each flagged image's path is its alt text and tooltip
+    assert "identical pixels" in page and page.count("data:image/png;base64,") >= len(moved) + 1
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_running_again_reuses_the_folds(audited, monkeypatch):
+    out, folder, _ = audited
+    before = (out / "label_issues.csv").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr(api, "train", no_training)
+    monkeypatch.setattr(api, "resume", no_training)
+    result = audit(str(folder), preset="proyecto1", epochs=6, folds=3, out=out, precision="fp32", quiet=True)
+    assert (out / "label_issues.csv").read_text() == before and result.images == 160
+
+
+def test_an_audit_folder_of_another_plan_is_refused(audited, capsys):
+    out, folder, _ = audited
+    other = [*FOLD_RUN, "--folds", "4"]  # the last --folds wins
+    assert main(["audit", "--data", str(folder), "--out", str(out), *other]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {out} holds another audit (its folds differ)" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--folds", "1"], "--folds must be 2 or more"),
+        (["--folds", "50"], "has 40 training images; --folds 50 needs at least 50 per class"),
+        (["--val-size", "0.1"], "--val-size: an audit holds out each of its --folds in turn"),
+        (["--duplicate-threshold", "1.5"], "--duplicate-threshold must be a similarity in (0, 1]"),
+        (["--preset", "nonesuch"], "nonesuch"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
+    folder = write_image_folder(tmp_path / "images", make_dataset(train=160, test=8))
+    assert main(["audit", "--data", str(folder), "--out", str(tmp_path / "out"), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out" / "folds").exists()  # refused before anything trained
+
+
+def test_a_folder_with_one_class_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
+    folder = write_image_folder(tmp_path / "images", make_dataset(train=12, test=4, num_classes=1))
+    assert main(["audit", "--data", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has one class ('class0'); an audit compares labels" in err
