@@ -6,6 +6,7 @@ import csv
 import html
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from cifarlab.auditing.folds import assign_folds
 from cifarlab.auditing.label_issues import find_label_issues, loss_ranking, recall_at
 from cifarlab.cli import main
 from cifarlab.data import Split
-from tests.factories import make_dataset, make_split, write_image_folder
+from tests.factories import load_script, make_dataset, make_split, write_image_folder
 
 FOLD_RUN = ["--preset", "proyecto1", "--epochs", "6", "--folds", "3", "--precision", "fp32", "--quiet"]
 
@@ -178,3 +179,17 @@ def test_a_folder_with_one_class_is_refused(tmp_path, monkeypatch, capsys):
     assert main(["audit", "--data", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has one class ('class0'); an audit compares labels" in err
+
+
+def test_the_planting_script_moves_the_share_asked_to_wrong_classes_by_links(tmp_path):
+    plant = load_script("audit_planted").plant
+    source = write_image_folder(tmp_path / "images", make_dataset(train=100, test=8))
+    planted = plant(source, tmp_path / "work", share=0.1, per_class=None, seed=0)
+    assert len(planted) == 10
+    for path in map(Path, planted):
+        original = path.resolve()
+        assert path.is_symlink() and original.parent.name != path.parent.name  # filed under another class
+        assert original.parent.parent == source.resolve() / "train"
+    links = list((tmp_path / "work" / "images" / "train").rglob("*.png"))
+    assert len(links) == 100 and (tmp_path / "work" / "images" / "test").resolve() == (source / "test").resolve()
+    assert plant(source, tmp_path / "work", share=0.1, per_class=None, seed=0) == planted  # resuming: the same copy

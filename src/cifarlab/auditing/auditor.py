@@ -47,6 +47,8 @@ class AuditResult:
     label_issues: LabelIssues
     duplicates: list[DuplicatePair]
     paths: list[str]  # each audited image's path (or 'train[i]' for data without files), in audit order
+    labels: np.ndarray  # (N,) the given labels, in the same order
+    probabilities: np.ndarray  # (N, K) out-of-fold probabilities, in the same order
     seconds: float
 
     def summary(self) -> str:
@@ -133,6 +135,8 @@ def audit(
         label_issues=issues,
         duplicates=duplicates,
         paths=_paths(pool, dataset.source, "train"),
+        labels=labels,
+        probabilities=probabilities,
         seconds=time.perf_counter() - started,
     )
     test_paths = _paths(dataset.test, dataset.source, "test")
