@@ -46,3 +46,14 @@ def test_config_round_trips_through_a_dict():
 def test_unknown_preset_suggests():
     with pytest.raises(KeyError, match="did you mean proyecto4"):
         resolve_config("proyecto44")
+
+
+def test_an_augmentation_table_changes_the_presets_augmentation_key_by_key(tmp_path):
+    toml = tmp_path / "augmix.toml"
+    toml.write_text("[train.augment]\naugmix = 3\n")
+    preset = resolve_config("fast94").train.augment
+    for config in (resolve_config("fast94", toml), resolve_config("fast94", **{"train.augment.augmix": 3})):
+        augment = config.train.augment
+        assert augment.augmix == 3 and (augment.horizontal_flip, augment.crop_padding) == (True, preset.crop_padding)
+    with pytest.raises(ValueError, match="unknown augmentation option 'augmx'; did you mean augmix"):
+        resolve_config("fast94", **{"train.augment.augmx": 3})

@@ -267,11 +267,15 @@ _SECTIONS = {"data": DataConfig, "train": TrainConfig, "transfer": TransferConfi
 SHORT_KEYS = short_keys(RunConfig)  # 'epochs' -> 'train.epochs', 'data' -> 'data.source', ...
 
 
+_AUGMENT = "train.augment"
+
+
 def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Return `config` with `overrides` applied; keys are 'field', 'data.field' or 'train.field'.
 
     Values that are None are skipped, so unset CLI flags never hide preset defaults. Nested dicts
-    (as read from TOML: {'train': {'epochs': 5}}) are accepted too.
+    (as read from TOML: {'train': {'epochs': 5}}) are accepted too. The augmentation is changed key by key, over the
+    preset's: `{'train': {'augment': {'augmix': 3}}}` or 'train.augment.augmix' keeps the preset's flips and crops.
 
     Raises:
         ValueError: for an unknown key (with the closest names) or an invalid value.
@@ -286,6 +290,14 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             flat[key] = value
     top: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    augment: dict[str, Any] = {}  # 'train.augment.cutout' keys, and [train.augment] tables: merged over the preset's
+    for key, value in list(flat.items()):
+        if key.startswith(f"{_AUGMENT}.") and value is not None:
+            augment[key.removeprefix(f"{_AUGMENT}.")] = flat.pop(key)
+        elif key == _AUGMENT and isinstance(value, dict):
+            augment.update(flat.pop(key))
+    if augment:
+        flat[_AUGMENT] = {**config.train.augment.to_dict(), **augment}
     for key, value in flat.items():
         if value is None:
             continue

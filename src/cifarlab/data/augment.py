@@ -24,6 +24,7 @@ from cifarlab.data.augment_ops import (
     random_crop,
     random_flip,
 )
+from cifarlab.data.augmix import MAX_SEVERITY, augmix
 
 __all__ = ["KERAS_SEED_PROYECTO9", "AugmentConfig", "Augmenter"]
 
@@ -47,6 +48,7 @@ class AugmentConfig:
     crop_padding: int = 0  # pixels of padding before the random crop; 0 = off
     crop_mode: CropMode = "reflect"
     cutout: int = 0  # side of the cutout square in pixels; 0 = off
+    augmix: int = 0  # AugMix (Hendrycks et al. 2020) at this severity, 1..10 (the paper's: 3); 0 = off
 
     def __post_init__(self) -> None:
         for name in ("rotation_deg", "width_shift", "height_shift", "shear_deg", "zoom"):
@@ -63,6 +65,9 @@ class AugmentConfig:
             if not (0 <= pair[0] <= pair[1] < math.inf):
                 raise ValueError(f"AugmentConfig: brightness needs 0 <= low <= high, got {self.brightness!r}")
             object.__setattr__(self, "brightness", (float(pair[0]), float(pair[1])))  # lists become hashable
+        if isinstance(self.augmix, bool) or not isinstance(self.augmix, int) or not 0 <= self.augmix <= MAX_SEVERITY:
+            raise ValueError(f"AugmentConfig: augmix must be 0 (off) or a severity from 1 to {MAX_SEVERITY}, got "
+                             f"{self.augmix!r}")  # fmt: skip
         for name in ("crop_padding", "cutout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -104,7 +109,7 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         """Whether any augmentation is on."""
-        others = self.horizontal_flip or self.brightness is not None or self.crop_padding or self.cutout
+        others = self.horizontal_flip or self.brightness is not None or self.crop_padding or self.cutout or self.augmix
         return self.affine or bool(others)
 
 
@@ -112,7 +117,7 @@ Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class Augmenter:
-    """Apply the enabled ops of an `AugmentConfig`, in Keras' order: affine, flip, brightness, then crop, cutout.
+    """Apply the enabled ops of an `AugmentConfig`: Keras' order (affine, flip, brightness), then crop, AugMix, cutout.
 
     Example:
         >>> augment = Augmenter(AugmentConfig(crop_padding=4, horizontal_flip=True))
@@ -142,6 +147,8 @@ class Augmenter:
             steps.append(lambda x, g: random_brightness(x, g, low, high))
         if c.crop_padding:
             steps.append(lambda x, g: random_crop(x, g, c.crop_padding, c.crop_mode))
+        if c.augmix:
+            steps.append(lambda x, g: augmix(x, g, c.augmix))
         if c.cutout:
             steps.append(lambda x, g: cutout(x, g, c.cutout))
         self._steps = steps
