@@ -193,3 +193,13 @@ def test_the_planting_script_moves_the_share_asked_to_wrong_classes_by_links(tmp
     links = list((tmp_path / "work" / "images" / "train").rglob("*.png"))
     assert len(links) == 100 and (tmp_path / "work" / "images" / "test").resolve() == (source / "test").resolve()
     assert plant(source, tmp_path / "work", share=0.1, per_class=None, seed=0) == planted  # resuming: the same copy
+
+
+def test_data_without_files_names_images_by_their_index(tmp_path):
+    data = make_dataset(train=60, test=8)  # as CIFAR-10's batches: no files
+    data.train.labels[5] = (data.train.labels[5] + 1) % 4  # one wrong label
+    result = audit(dataset=data, preset="proyecto1", epochs=6, folds=2, out=tmp_path / "audit", precision="fp32",
+                   quiet=True)  # fmt: skip
+    assert result.paths[:2] == ["train[0]", "train[1]"] and result.label_issues.index[0] == 5
+    rows = _rows(tmp_path / "audit" / "label_issues.csv")
+    assert rows[0]["path"] == "train[5]"
