@@ -216,11 +216,11 @@ def field(config: RunConfig, key: str) -> Any:
     return value.to_dict() if hasattr(value, "to_dict") and section == "train" and name == "augment" else value
 
 
-def expected(key: str, value: Any) -> Any:
-    if key == "train.augment":
+def expected(key: str, value: Any, preset: str | None = None) -> Any:
+    if key == "train.augment":  # a [train.augment] table changes the preset's augmentation key by key
         from cifarlab.data.augment import AugmentConfig
 
-        return AugmentConfig.from_dict(value).to_dict()
+        return AugmentConfig.from_dict({**resolve_config(preset).train.augment.to_dict(), **value}).to_dict()
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -230,7 +230,7 @@ def test_valid_toml_settings_are_applied_as_written_and_flags_win(chosen, preset
     path = write_toml(toml_dir, nest(chosen))
     config = resolve_config(preset, config_file=path)
     for key, value in chosen.items():
-        assert field(config, key) == expected(key, value), key
+        assert field(config, key) == expected(key, value, preset), key
     assert_round_trips(config)
     flagged = resolve_config(preset, config_file=path, epochs=7, seed=3)  # flags over the file
     assert flagged.train.epochs == 7 and flagged.seed == 3
