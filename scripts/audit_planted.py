@@ -44,7 +44,7 @@ def plant(source: Path, work: Path, share: float, per_class: int | None, seed: i
         target_class = cls
         if i in chosen:
             target_class = classes[(classes.index(cls) + rng.integers(1, len(classes))) % len(classes)]
-        link = images / "train" / target_class / name
+        link = images / "train" / target_class / (name if target_class == cls else f"planted-from-{cls}-{name}")
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink((source / "train" / cls / name).resolve(), link)
         if i in chosen:
