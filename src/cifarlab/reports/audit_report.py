@@ -104,7 +104,7 @@ def _issues(
     for i, suggested, score in zip(shown, issues.suggested, issues.score):
         given, better, where = esc(names[labels[i]]), esc(names[suggested]), esc(facts.paths[i])
         caption = (f'<span title="given: {given}">given: {given}</span><span class="wrong" title="suggested: {better}">'
-                   f"suggested: {better}</span><span>score {score:.3f}</span>"
+                   f"suggested: {better}</span><span>score {score:.2g}</span>"
                    f'<span title="{where}">{esc(Path(facts.paths[i]).name)}</span>')  # fmt: skip
         picture = img(figures.thumbnail_png(images[i].cpu().numpy()), facts.paths[i], "thumb")
         cells.append(f"<figure>{picture}<figcaption>{caption}</figcaption></figure>")
