@@ -292,8 +292,7 @@ def _tune(args: argparse.Namespace) -> None:
     from cifarlab.tuning import tune
 
     overrides = options.overrides_from_args(args, RUN_OPTIONS)
-    for own in ("seed", "epochs"):  # tune's own flags, not run options
-        overrides.pop(own, None)
+    overrides.pop("seed", None)  # tune's own flag, read as a run option because it shares the name
     result = tune(args.preset, space=args.space, trials=args.trials, timeout=args.timeout, workers=args.workers,
                   storage=args.storage, study=args.study, study_dir=args.study_dir, epochs=args.epochs,
                   seed=args.seed, top_k=args.top_k, seeds=args.rerun_seeds, pruner=args.pruner,
@@ -317,7 +316,7 @@ def _audit(args: argparse.Namespace) -> None:
     from cifarlab.auditing import audit
 
     overrides = options.overrides_from_args(args, RUN_OPTIONS)
-    for own in ("seed", "epochs", "out"):  # audit's own flags, not run options
+    for own in ("seed", "out"):  # audit's own flags, read as run options because they share the names
         overrides.pop(own, None)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

@@ -19,6 +19,7 @@ from cifarlab import api
 from cifarlab._io.atomic import atomic_path
 from cifarlab.config import RunConfig
 from cifarlab.data import Dataset, Split
+from cifarlab.data.dataset import without_test
 from cifarlab.inference.classifier import Classifier
 
 FOLDS_DIR = "folds"
@@ -55,15 +56,12 @@ def assign_folds(labels: torch.Tensor, folds: int, seed: int) -> np.ndarray:
 
 def fold_dataset(dataset: Dataset, pool: Split, fold: np.ndarray, k: int) -> Dataset:
     """Fold k's data: the other folds to train on, fold k as the validation split, and no test split."""
-    images, labels = pool.images, pool.labels
-    return Dataset(
-        class_names=dataset.class_names,
+    folded = dataclasses.replace(
+        dataset,
         train=pool.subset(torch.from_numpy(np.nonzero(fold != k)[0])),
         val=pool.subset(torch.from_numpy(np.nonzero(fold == k)[0])),
-        test=Split(images[:0], labels[:0]),  # a fold's model is judged on its held-out fold, never on the test split
-        source=dataset.source,
-        notes=dataset.notes,
     )
+    return without_test(folded)  # a fold's model is judged on its held-out fold, never on the test split
 
 
 def fold_run_dir(out: Path, k: int) -> Path:
@@ -92,12 +90,13 @@ def out_of_fold_probabilities(
         run_dir = fold_run_dir(out, k)
         held_out = np.nonzero(fold == k)[0]
         oof_path = run_dir / OOF_NAME
-        if not oof_path.is_file() or np.load(oof_path).shape != (len(held_out), probabilities.shape[1]):
+        held = np.load(oof_path) if oof_path.is_file() else None
+        if held is None or held.shape != (len(held_out), probabilities.shape[1]):
             data = fold_dataset(dataset, pool, fold, k)
             api.finish_run(dataclasses.replace(config, out=str(run_dir)), dataset=data, test=False)
             classifier = Classifier.load(run_dir, device=config.device, precision=config.precision)
             held = classifier.predict(data.val.images).numpy().astype(np.float32)
             with atomic_path(oof_path) as tmp, tmp.open("wb") as f:  # a file object: np.save adds .npy to a name
                 np.save(f, held, allow_pickle=False)
-        probabilities[held_out] = np.load(oof_path)
+        probabilities[held_out] = held
     return probabilities

@@ -65,6 +65,11 @@ class Dataset:
         return len(self.class_names)
 
 
+def without_test(dataset: Dataset) -> Dataset:
+    """The dataset with an empty test split: a search's trial or an audit's fold cannot read what it is not given."""
+    return dataclasses.replace(dataset, test=dataset.test.subset(torch.zeros(0, dtype=torch.int64)))
+
+
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into train and validation parts with every class in proportion.
 

@@ -24,7 +24,7 @@ from cifarlab import api
 from cifarlab._io.atomic import write_json
 from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 from cifarlab.data import Dataset
-from cifarlab.data.dataset import Split
+from cifarlab.data.dataset import without_test
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.run_dir import METRICS_NAME
 from cifarlab.tuning.space import Space, config_overrides, family_of, load_space
@@ -234,12 +234,6 @@ def _finished_states() -> tuple[Any, ...]:
     import optuna
 
     return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-def without_test(dataset: Dataset) -> Dataset:
-    """The dataset with an empty test split: a trial cannot read what it is not given."""
-    images, labels = dataset.test.images, dataset.test.labels
-    return dataclasses.replace(dataset, test=Split(images[:0], labels[:0]))
 
 
 def trial_dir(search: Search, number: int) -> Path:
