@@ -422,9 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "audit": _audit, "report": _report, "compare": _compare,
                 "evaluate": _evaluate, "robustness": _robustness, "predict": _predict, "export": _export,
                 "serve": _serve, "cache": _cache}  # fmt: skip
+    finished = False
     try:
         args.argv = argv  # `train --nproc` passes it on to its ranks
         status = _run(handlers[args.command], args, debug)
+        finished = True
     except (ValueError, KeyError, FileNotFoundError, OSError) as error:
         if debug:
             traceback.print_exc()
@@ -447,9 +449,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     finally:
-        distributed.shutdown()  # a torchrun rank leaves its process group
+        distributed.shutdown(finished=finished)  # a torchrun rank leaves its process group
     return status if isinstance(status, int) else 0  # predict: 1 when files were skipped
 
 
+def run() -> NoReturn:
+    """The `cifarlab` command (and `python -m cifarlab`): `main`, then exit with its status."""
+    status = main()
+    distributed.exit_rank(status)  # a torchrun rank ends here, before the interpreter's teardown
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

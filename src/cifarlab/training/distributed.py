@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -234,10 +235,34 @@ def init_for_run(config: RunConfig) -> Distributed:
     return job
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group, if this process joined one.
+
+    Args:
+        finished: this rank ran its command to the end, as every rank does in a run that succeeds: it waits for the
+            others first (a barrier), so that no rank tears its connections down while another still works (rank 0
+            writes the run's files after the last collective). A rank that failed or was stopped leaves at once:
+            the others may never come, and torchrun stops them.
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_rank(status: int) -> None:
+    """End a torchrun rank with `status` without the interpreter's teardown; nothing outside torchrun.
+
+    A rank that had left its process group was once aborted while the interpreter tore down (C++'s "terminate
+    called without an active exception", seen once in CI on torch 2.13 and not reproduced here), which torchrun
+    reports as a failed job and answers by killing the other ranks, after every file of the run had been written.
+    A rank has nothing left to do by then but flush its output.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def launch(argv: Sequence[str], nproc: int) -> int:
