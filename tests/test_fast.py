@@ -129,7 +129,7 @@ def test_progressive_resizing_shrinks_the_first_epochs_only(tmp_path):
     from cifarlab.training.trainer import Trainer
 
     dataset = make_dataset(train=64, test=32, size=16)
-    config = cifarlab.resolve_config("fast88", epochs=3, batch_size=32, quiet=True, precision="fp32",
+    config = cifarlab.resolve_config("fast88", epochs=3, val_size=0, batch_size=32, quiet=True, precision="fp32",
                                      **{"train.low_res_size": 12, "train.low_res_epochs": 2})  # fmt: skip
     trainer = Trainer(config, dataset)
     sizes = []
