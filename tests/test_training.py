@@ -122,6 +122,17 @@ def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights():
     assert torch.equal(trainer.model.weight, best_weight)
 
 
+def test_early_stopping_on_a_training_metric_stops_a_run_that_has_stopped_learning(tmp_path):
+    # Keras' monitor='accuracy' watches the training accuracy; with a step too small to move the weights it stays put
+    config = cifarlab.resolve_config("proyecto1", epochs=6, batch_size=32, val_size=16, lr=1e-12, patience=2,
+                                     precision="fp32", quiet=True, out=str(tmp_path / "run"),
+                                     **{"train.early_stopping": ["accuracy"]})  # fmt: skip
+    result = cifarlab.train(config=config, dataset=make_dataset(train=96, test=16), test=False)
+    assert len(result.history) == 3  # epoch 1 sets the best, epochs 2 and 3 do not beat it
+    with pytest.raises(ValueError, match="train.early_stopping"):
+        cifarlab.resolve_config("proyecto1", **{"train.early_stopping": ["train_loss"]})
+
+
 def test_model_checkpoint_writes_only_on_improvement():
     trainer = _FakeTrainer()
     checkpoint = ModelCheckpoint("somewhere.safetensors", monitor="val_accuracy")

@@ -28,7 +28,7 @@ else:  # pragma: no cover
 Normalize = Literal["scale", "standardize"]
 Optimizer = Literal["adam", "sgd", "muon"]
 Schedule = Literal["constant", "warmup_linear"]
-Monitor = Literal["val_loss", "val_accuracy"]
+Monitor = Literal["val_loss", "val_accuracy", "loss", "accuracy"]  # Keras' monitor names; the last two: training
 BatchNormMode = Literal["frozen", "train"]
 Loss = Literal["logits", "keras_probs"]
 
