@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cifarlab.data.dataset import stratified_split, with_validation
+from cifarlab.data.dataset import balanced_first, stratified_split, with_validation
 from tests.factories import make_dataset, make_split
 
 
@@ -57,3 +57,11 @@ def test_select_classes_relabels_and_limits_training_images():
     assert any(torch.equal(out.train.images[0], image) for image in old)
     with pytest.raises(ValueError, match="--classes: unknown class dragon"):
         select_classes(dataset, ("dragon",), None, 0)
+
+
+def test_balanced_first_takes_every_class_in_turn_from_a_class_sorted_split():
+    labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 3)  # sorted by class, as a folder's test split
+    index = balanced_first(labels, 7)
+    assert index.tolist() == [0, 1, 2, 5, 6, 10, 11]
+    assert torch.bincount(labels[index]).tolist() == [3, 2, 2]
+    assert balanced_first(labels, 13).tolist() == list(range(13))  # all of them, in order

@@ -23,7 +23,7 @@ from cifarlab.config import (
     load_toml,
 )
 from cifarlab.data import Dataset, Split, load_dataset
-from cifarlab.data.dataset import select_classes
+from cifarlab.data.dataset import balanced_first, select_classes
 from cifarlab.device import describe_hardware
 from cifarlab.evaluation.calibration import MIN_CALIBRATION_IMAGES, fit_temperature
 from cifarlab.evaluation.metrics import EvalResult
@@ -441,7 +441,8 @@ def robustness(
         data: where the test images are (default: the run's own data).
         corruptions: comma-separated corruption or family names (noise, blur, weather, digital); default all 15.
         severities: comma-separated severities in 1..5; default all.
-        images: use the first N test images (default all; CIFAR-10's 10000 at 75 corrupted sets take a while).
+        images: use N test images, the first of each class in turn (default all; CIFAR-10's 10000 at 75 corrupted
+            sets take a while).
         seed: seed of the random corruptions (each corruption and severity gets its own from it).
         device: 'auto', 'cpu' or 'cuda'.
         precision: 'auto', 'bf16' or 'fp32'.
@@ -464,7 +465,7 @@ def robustness(
     classifier = load(run_dir, device=device, precision=precision)
     split = _test_split(classifier, data, None, progress)
     if images is not None:
-        split = split.subset(torch.arange(min(images, len(split))))
+        split = split.subset(balanced_first(split.labels, images))
     result = corruption_accuracy(classifier, split, names, levels, seed=seed, progress=progress)
     result = {**result, "tta": classifier.tta, "data": data or classifier.meta.get("data_source"),
               "example_severity": 3 if 3 in levels else levels[len(levels) // 2]}  # fmt: skip

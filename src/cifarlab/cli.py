@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruptions", metavar="LIST", help="comma-separated corruptions or families (noise, blur, "
                    "weather, digital); default all 15")  # fmt: skip
     p.add_argument("--severities", metavar="LIST", help="comma-separated severities 1..5 (default all)")
-    p.add_argument("--images", type=int, metavar="N", help="only the first N test images (default all)")
+    p.add_argument(
+        "--images", type=int, metavar="N", help="only N test images, each class's first in turn (default all)"
+    )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the random corruptions (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present (default)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 where fast (default)")

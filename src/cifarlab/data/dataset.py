@@ -115,6 +115,21 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     return torch.from_numpy(all_index[train_mask]), torch.from_numpy(val_index)
 
 
+def balanced_first(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of `n` rows that take the classes in turn: each class's first rows, the counts equal to within one.
+
+    A folder's test split is sorted by class, so its first `n` rows would hold one or two classes; these keep
+    every class in proportion and stay the same for the same labels. Returned sorted (int64).
+    """
+    labels_np = labels.cpu().numpy()
+    rank = np.empty(len(labels_np), dtype=np.int64)  # each row's place among the rows of its class
+    for cls in np.unique(labels_np):
+        members = np.flatnonzero(labels_np == cls)
+        rank[members] = np.arange(len(members))
+    order = np.lexsort((np.arange(len(labels_np)), rank))  # by place within class, then by position
+    return torch.from_numpy(np.sort(order[:n]))
+
+
 def validation_count(val_size: int | float, train_size: int) -> int:
     """Images a `--val-size` holds out of a train split of `train_size`: a count as it is, a fraction of it rounded.
 
