@@ -116,10 +116,11 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
 
 
 def balanced_first(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of `n` rows that take the classes in turn: each class's first rows, the counts equal to within one.
+    """Indices of `n` rows that take the classes in turn: each class's first rows.
 
-    A folder's test split is sorted by class, so its first `n` rows would hold one or two classes; these keep
-    every class in proportion and stay the same for the same labels. Returned sorted (int64).
+    A folder's test split is sorted by class, so its first `n` rows would hold one or two classes; these give every
+    class the same count, to within one, until a class runs out of rows (the others then share the rest). The same
+    labels give the same rows. Returned sorted (int64).
     """
     labels_np = labels.cpu().numpy()
     rank = np.empty(len(labels_np), dtype=np.int64)  # each row's place among the rows of its class
