@@ -20,6 +20,26 @@ def test_whitening_filters_decorrelate_patches():
     assert not model.whiten.weight.requires_grad
 
 
+def test_whitening_is_fitted_on_every_class_of_a_class_sorted_split(monkeypatch):
+    """An image folder lists its training images class by class; the whitening must not see only the first class."""
+    from cifarlab.data.dataset import balanced_first
+    from cifarlab.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "WHITENING_SAMPLE", 40)
+    dataset = make_dataset(train=160, test=32)
+    dataset.train = dataset.train.subset(torch.argsort(dataset.train.labels, stable=True))  # class0 first, ...
+    trainer = trainer_module.Trainer(
+        cifarlab.resolve_config("fast88", model="airnet88", val_size=0, quiet=True, precision="fp32"), dataset
+    )
+    images, labels = trainer.train_split.images, trainer.train_split.labels
+    assert labels[:40].unique().tolist() == [0]  # the first 40 rows are one class
+    expected, first_rows = create_model("airnet88"), create_model("airnet88")
+    expected.init_from_data(trainer.normalization(images[balanced_first(labels, 40)].float()))
+    first_rows.init_from_data(trainer.normalization(images[:40].float()))
+    assert torch.equal(trainer.model.whiten.weight, expected.whiten.weight)
+    assert not torch.allclose(trainer.model.whiten.weight, first_rows.whiten.weight, atol=1e-3)
+
+
 def test_tta_levels_average_the_right_views():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
     x = torch.randn(2, 3, 8, 8)

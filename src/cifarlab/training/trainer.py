@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from cifarlab._version import __version__
 from cifarlab.config import RunConfig
-from cifarlab.data.dataset import Dataset, select_classes, with_validation
+from cifarlab.data.dataset import Dataset, balanced_first, select_classes, with_validation
 from cifarlab.data.loader import BatchLoader, Normalization
 from cifarlab.device import (
     autocast,
@@ -37,6 +37,8 @@ from cifarlab.training.run_dir import RunFiles
 from cifarlab.training.schedules import build_optimizer, build_scheduler
 from cifarlab.training.signals import StopRequests, TrainingStopped
 
+WHITENING_SAMPLE = 5000  # training images a model's data-fitted first layer (AirNet's whitening) is fitted on,
+# the classes in turn: an image folder lists its images class by class, so its first 5,000 are one or two classes
 LOG_EVERY_STEPS = 10  # how often the progress bar reads the running loss (each read syncs a GPU)
 
 
@@ -90,7 +92,7 @@ class Trainer:
                              **config.arch.kwargs()}  # fmt: skip
         self.model = self.build_model().to(self.device)
         if hasattr(self.model, "init_from_data") and self.dist.is_main:  # e.g. whitening filters from the data
-            sample = self.train_split.images[: self.recipe.eval_batch_size * 5]
+            sample = self.train_split.images[balanced_first(self.train_split.labels, WHITENING_SAMPLE)]
             self.model.init_from_data(self.normalization(sample.float()))
         self.model = self.dist.prepare_model(self.model, config, len(self.train_split))  # rank 0's start, everywhere
         self.low_res_size: int | None = None  # progressive resizing: the early epochs' image side
