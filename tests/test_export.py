@@ -123,3 +123,19 @@ def test_export_rejects_bad_options(run, argv, message, capsys):
 def test_export_names_a_missing_model(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_export_check_takes_every_class_of_a_class_sorted_test_split(run, monkeypatch):
+    from cifarlab.export import onnx as onnx_export
+    from cifarlab.inference.classifier import Classifier
+
+    monkeypatch.setenv("CIFARLAB_HOME", str(run.parent / "home"))
+    monkeypatch.setattr(onnx_export, "CHECK_BATCH_SIZES", (1, 2, 7))  # 10 of the 40 test images
+    classifier = Classifier.load(run, device="cpu", precision="fp32")
+    test = onnx_export._local_test_split(classifier)
+    assert test.labels[:10].unique().tolist() == [0]  # the folder lists its test images class by class
+    description, images = onnx_export._check_images(classifier)
+    assert description.startswith("test images of") and len(images) == 10
+    rows = torch.from_numpy(images).permute(0, 3, 1, 2)
+    found = {int(test.labels[(test.images == row).flatten(1).all(dim=1)][0]) for row in rows}
+    assert found == {0, 1, 2, 3}

@@ -22,6 +22,7 @@ from torch import nn
 from cifarlab._io.atomic import atomic_path
 from cifarlab._io.paths import writable_file
 from cifarlab._version import __version__
+from cifarlab.data.dataset import Split, balanced_first
 from cifarlab.evaluation.tta import TTA
 from cifarlab.inference.checkpoint import resolve_checkpoint
 from cifarlab.inference.classifier import Classifier
@@ -190,10 +191,10 @@ def _check_images(classifier: Classifier) -> tuple[str, np.ndarray]:
     """(description, (N, S, S, 3) uint8) images for the check: the model's test images when at hand, else generated."""
     count = sum(CHECK_BATCH_SIZES)
     size = classifier.image_size
-    test = _local_test_images(classifier)
-    if test is not None and len(test):
-        reps = -(-count // len(test))
-        images = test.permute(0, 2, 3, 1).numpy()
+    test = _local_test_split(classifier)
+    if test is not None and len(test.labels):
+        reps = -(-count // len(test.labels))
+        images = test.images[balanced_first(test.labels, count)].permute(0, 2, 3, 1).numpy()  # every class, not one
         return f"test images of {classifier.meta.get('data_source')}", np.tile(images, (reps, 1, 1, 1))[:count]
     rng = np.random.default_rng(0)
     # smooth colour fields plus noise: closer to photos than pure noise, so the classes actually compete
@@ -203,7 +204,7 @@ def _check_images(classifier: Classifier) -> tuple[str, np.ndarray]:
     return "generated images (the test data is not at hand)", images
 
 
-def _local_test_images(classifier: Classifier) -> torch.Tensor | None:
+def _local_test_split(classifier: Classifier) -> Split | None:
     """The test split of the model's data when it can be read without a download, else None."""
     from cifarlab._download import cache_home
     from cifarlab.data import load_dataset
@@ -217,7 +218,7 @@ def _local_test_images(classifier: Classifier) -> torch.Tensor | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return load_dataset(source, data_dir=data_dir, image_size=classifier.image_size, progress=False).test.images
+            return load_dataset(source, data_dir=data_dir, image_size=classifier.image_size, progress=False).test
     except (OSError, ValueError, KeyError):
         return None
 
