@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cifarlab.data.augment import AugmentConfig
+from cifarlab.evaluation.metrics import EVAL_BATCH_SIZE
 from cifarlab.options import comma_list, count_or_fraction, option, short_keys
 
 if sys.version_info >= (3, 11):
@@ -98,7 +99,7 @@ class TrainConfig:
     early_stopping: tuple[Monitor, ...] = option((), name="--no-early-stop", const=(), help="run every epoch "
                                                  "(keeps the best checkpoint)")  # fmt: skip
     patience: int = option(10, metavar="EPOCHS", help="epochs without improvement before early stopping")
-    eval_batch_size: int = 1000
+    eval_batch_size: int = EVAL_BATCH_SIZE
     ema: float = 0.0  # decay of an exponential moving average of the weights, used at the end; 0 = off
     tta: int = 0  # test-time augmentation of the test evaluation: 0 off, 1 mirror, 2 mirror + 1-pixel shifts
 

@@ -11,7 +11,7 @@ from torch import nn
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import Normalization
 from cifarlab.device import resolve_device, resolve_precision
-from cifarlab.evaluation.metrics import EvalResult, evaluate_model, predict_logits
+from cifarlab.evaluation.metrics import EVAL_BATCH_SIZE, EvalResult, evaluate_model, predict_logits
 from cifarlab.evaluation.tta import TTA
 from cifarlab.inference.checkpoint import load_state, read_checkpoint, resolve_checkpoint
 from cifarlab.inference.predict import Predictor
@@ -65,7 +65,7 @@ class Classifier(Predictor):
             return self.tta
         return (self.tta or 2) if tta else 0
 
-    def predict(self, images: torch.Tensor, batch_size: int = 1000, tta: bool | None = None) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE, tta: bool | None = None) -> torch.Tensor:
         """Class probabilities (N, K) for (N, 3, H, W) uint8 images of the model's image size.
 
         `tta`: None averages the views the recipe's test evaluation used; False the image alone; True the
@@ -84,7 +84,7 @@ class Classifier(Predictor):
         )
         return (logits / self.temperature).softmax(dim=1).cpu()
 
-    def evaluate(self, split: Split, batch_size: int = 1000) -> EvalResult:
+    def evaluate(self, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> EvalResult:
         """Loss, accuracy and confusion matrix on a labelled split (loss and probabilities with the temperature)."""
         return evaluate_model(
             TTA(self.model, self.tta),

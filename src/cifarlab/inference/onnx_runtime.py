@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarlab.data.dataset import Split
-from cifarlab.evaluation.metrics import EvalResult, confusion_matrix
+from cifarlab.evaluation.metrics import EVAL_BATCH_SIZE, EvalResult, confusion_matrix
 from cifarlab.inference.predict import Predictor
 
 
@@ -68,7 +68,7 @@ class OnnxClassifier(Predictor):
             "cifarlab_version": props.get("cifarlab_version"),
         }
 
-    def predict(self, images: torch.Tensor, batch_size: int = 1000, tta: bool | None = None) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE, tta: bool | None = None) -> torch.Tensor:
         """Class probabilities (N, K) for (N, 3, H, W) uint8 images of the model's image size.
 
         Raises:
@@ -85,7 +85,7 @@ class OnnxClassifier(Predictor):
                    batch_size)]  # fmt: skip
         return torch.from_numpy(np.concatenate(outputs))
 
-    def evaluate(self, split: Split, batch_size: int = 1000) -> EvalResult:
+    def evaluate(self, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> EvalResult:
         """Loss, accuracy and confusion matrix on a labelled split."""
         probabilities = self.predict(split.images.cpu(), batch_size=batch_size)
         labels = split.labels.cpu()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cifarlab.evaluation.metrics import EVAL_BATCH_SIZE
 from cifarlab.inference.images import decode_image, find_images, prepare_image
 
 
@@ -50,7 +51,7 @@ class Predictor:
     class_names: list[str]
     image_size: int
 
-    def predict(self, images: torch.Tensor, batch_size: int = 1000, tta: bool | None = None) -> torch.Tensor:
+    def predict(self, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE, tta: bool | None = None) -> torch.Tensor:
         """Class probabilities (N, K) for (N, 3, H, W) uint8 images."""
         raise NotImplementedError
 
