@@ -193,8 +193,8 @@ def _check_images(classifier: Classifier) -> tuple[str, np.ndarray]:
     size = classifier.image_size
     test = _local_test_split(classifier)
     if test is not None and len(test.labels):
-        reps = -(-count // len(test.labels))
         images = test.images[balanced_first(test.labels, count)].permute(0, 2, 3, 1).numpy()  # every class, not one
+        reps = -(-count // len(images))
         return f"test images of {classifier.meta.get('data_source')}", np.tile(images, (reps, 1, 1, 1))[:count]
     rng = np.random.default_rng(0)
     # smooth colour fields plus noise: closer to photos than pure noise, so the classes actually compete
