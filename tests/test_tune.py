@@ -218,3 +218,12 @@ def test_two_workers_share_a_study_on_a_postgresql_server(setup, postgres):
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in result.trials)
     assert len({t.user_attrs["run_dir"] for t in result.trials}) == 4
     assert len({t.user_attrs["worker"] for t in result.trials}) == 2
+
+
+def test_a_sampled_batch_size_keeps_a_fixed_step_presets_images_per_epoch():
+    from cifarlab.tuning.space import config_overrides
+
+    proyecto9 = api.resolve_config("proyecto9")  # the seed's 156 steps of 256 images: 39,936 per epoch
+    assert config_overrides({"batch_size": 64}, proyecto9)["train.steps_per_epoch"] == 624
+    assert "train.steps_per_epoch" not in config_overrides({"batch_size": 256}, proyecto9)
+    assert "train.steps_per_epoch" not in config_overrides({"batch_size": 64}, api.resolve_config("proyecto4"))

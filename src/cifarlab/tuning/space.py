@@ -177,6 +177,11 @@ def config_overrides(values: dict[str, Any], base: RunConfig) -> dict[str, Any]:
         overrides["train.low_res_size"] = (base.train.low_res_size or 24) if low_res else 0
     if epochs != base.train.epochs:
         overrides["train.epochs"] = epochs
+    batch = values.get("batch_size")
+    if batch is not None and base.train.steps_per_epoch is not None and int(batch) != base.train.batch_size:
+        # a preset with a fixed step count (proyecto9: 156 x 256) keeps its images per epoch at another batch size
+        images = base.train.steps_per_epoch * base.train.batch_size
+        overrides["train.steps_per_epoch"] = max(1, round(images / int(batch)))
     overrides.update({f"train.{key}": value for key, value in values.items()})
     overrides.update({f"arch.{key}": value for key, value in arch.items()})
     return overrides

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Issue 20's searches in one call of a lent GPU machine, whose time is short: `cifarlab tune` over the seed's
+# family from proyecto9 at a 15-epoch proxy (the winner and proyecto9 re-run over seeds 1-3), proyecto4 at the
+# same proxy over the same seeds, then a short search of the fast recipes' space from fast88 at its 5 epochs.
+# Each step has its own time limit; everything is logged to OUT_DIR/gpu_tune.log, and the studies come back as
+# OUT_DIR/studies.tar.gz without weights or resume state.
+#
+#   bash benchmarks/gpu_tune.sh DATA OUT_DIR [SEED_SEARCH_S] [FAST_SEARCH_S]
+#
+# DATA is the CIFAR-10 image folder or a .tar.xz of one. The machine's python3 with torch is used, with cifarlab
+# from src/; optuna and what it needs come as wheels in .whl/ when the machine lacks them (benchmarks/README.md).
+set -uo pipefail
+data=${1:?usage: gpu_tune.sh DATA OUT_DIR [SEED_SEARCH_S] [FAST_SEARCH_S]}
+out=${2:?usage: gpu_tune.sh DATA OUT_DIR [SEED_SEARCH_S] [FAST_SEARCH_S]}
+seed_search=${3:-150}
+fast_search=${4:-60}
+device=${DEVICE:-cuda}
+work=${WORK:-/tmp/gpu-tune}
+seed_epochs=${SEED_EPOCHS:-15}  # a dry run on a CPU sets these small, EXTRA (all commands) to e.g.
+fast_epochs=${FAST_EPOCHS:-5}   # "--val-size 0.2" and EXTRA_TUNE to "--rerun-seeds 1"
+read -r -a extra <<< "${EXTRA:-}"
+read -r -a extra_tune <<< "${EXTRA_TUNE:-}"
+mkdir -p "$out" "$work"
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CIFARLAB_HOME=$work/home
+exec > >(tee -a "$out/gpu_tune.log") 2>&1
+
+step() {  # step LIMIT_S TITLE COMMAND...: run one step under a time limit and say how it ended
+    local limit=$1 title=$2
+    shift 2
+    echo "=== $title ($(date +%T), limit ${limit}s)"
+    local start=$SECONDS
+    timeout "$limit" "$@"
+    echo "=== $title: exit $? after $((SECONDS - start))s"
+}
+
+pack() {  # the studies so far, without weights, resume state or pictures (a lent machine's files come back small)
+    (cd "$work" && tar czf "$out/studies.tar.gz.part" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.onnx' \
+        --exclude='*.png' --exclude='*/trials/*/report.html' --exclude='*/reruns/*/report.html' \
+        $(ls -d proyecto9 proyecto4-15ep fast88 2>/dev/null)) && mv "$out/studies.tar.gz.part" "$out/studies.tar.gz"
+}
+
+if [[ $data == *.tar.xz ]]; then
+    mkdir -p "$work/data" && tar xJf "$data" -C "$work/data"
+    data=$(find "$work/data" -mindepth 1 -maxdepth 1 -type d | head -1)
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
+python3 -c "import torch, optuna; print('torch', torch.__version__, 'optuna', optuna.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
+options=(--data "$data" --device "$device" --quiet "${extra[@]}")
+step $((seed_search + 240)) "seed family: tune proyecto9 at 15 epochs" python3 -m cifarlab tune --preset proyecto9 \
+    --epochs "$seed_epochs" --trials 60 --timeout "$seed_search" --top-k 1 --study-dir "$work/proyecto9" \
+    "${options[@]}" "${extra_tune[@]}"
+pack
+for seed in 1 2 3; do
+    step 60 "proyecto4 at 15 epochs, seed $seed" python3 -m cifarlab train --preset proyecto4 --epochs "$seed_epochs" \
+        --seed "$seed" --out "$work/proyecto4-15ep/proyecto4-s$seed" "${options[@]}"
+done
+pack
+step $((fast_search + 90)) "fast space: tune fast88 at 5 epochs" python3 -m cifarlab tune --preset fast88 \
+    --epochs "$fast_epochs" --trials 60 --timeout "$fast_search" --top-k 1 --study-dir "$work/fast88" \
+    "${options[@]}" "${extra_tune[@]}"
+pack
+ls -la "$out"
