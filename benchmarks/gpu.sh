@@ -24,14 +24,7 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CIFARLAB_HOME=/tmp/cifarlab-home
 exec > >(tee -a "$out/gpu.log") 2>&1
 
-step() {  # step LIMIT_S TITLE COMMAND...: run one step under a time limit and say how it ended
-    local limit=$1 title=$2
-    shift 2
-    echo "=== $title ($(date +%T), limit ${limit}s)"
-    local start=$SECONDS
-    timeout "$limit" "$@"
-    echo "=== $title: exit $? after $((SECONDS - start))s"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_steps.sh"
 
 if [[ $data == *.tar.xz ]]; then
     mkdir -p /tmp/gpu-data && tar xJf "$data" -C /tmp/gpu-data

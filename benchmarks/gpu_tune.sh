@@ -24,14 +24,7 @@ mkdir -p "$out" "$work"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 CIFARLAB_HOME=$work/home
 exec > >(tee -a "$out/gpu_tune.log") 2>&1
 
-step() {  # step LIMIT_S TITLE COMMAND...: run one step under a time limit and say how it ended
-    local limit=$1 title=$2
-    shift 2
-    echo "=== $title ($(date +%T), limit ${limit}s)"
-    local start=$SECONDS
-    timeout "$limit" "$@"
-    echo "=== $title: exit $? after $((SECONDS - start))s"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_steps.sh"
 
 pack() {  # the studies so far, without weights, resume state or pictures (a lent machine's files come back small)
     (cd "$work" && tar czf "$out/studies.tar.gz.part" --exclude='*.pt' --exclude='*.safetensors' --exclude='*.onnx' \
