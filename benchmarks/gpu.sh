@@ -26,10 +26,7 @@ exec > >(tee -a "$out/gpu.log") 2>&1
 
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_steps.sh"
 
-if [[ $data == *.tar.xz ]]; then
-    mkdir -p /tmp/gpu-data && tar xJf "$data" -C /tmp/gpu-data
-    data=$(find /tmp/gpu-data -mindepth 1 -maxdepth 1 -type d | head -1)
-fi
+data=$(data_folder "$data" /tmp/gpu-data)
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 step 180 "CUDA tests" python3 -m pytest -q -p no:cacheprovider -m gpu tests

@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_tune.sh DATA OUT_DIR [SEED_SEARCH_S] [FAST_SEARCH_S]
 #
 # DATA is the CIFAR-10 image folder or a .tar.xz of one. The machine's python3 with torch is used, with cifarlab
-# from src/; optuna and what it needs come as wheels in .whl/ when the machine lacks them (benchmarks/README.md).
+# from src/; a machine without optuna gets it and what it needs as wheels
+# carried in .whl/ and installed to a --target folder on PYTHONPATH before this script runs.
 set -uo pipefail
 data=${1:?usage: gpu_tune.sh DATA OUT_DIR [SEED_SEARCH_S] [FAST_SEARCH_S]}
 out=${2:?usage: gpu_tune.sh DATA OUT_DIR [SEED_SEARCH_S] [FAST_SEARCH_S]}
@@ -32,23 +33,20 @@ pack() {  # the studies so far, without weights, resume state or pictures (a len
         $(ls -d proyecto9 proyecto4-15ep fast88 2>/dev/null)) && mv "$out/studies.tar.gz.part" "$out/studies.tar.gz"
 }
 
-if [[ $data == *.tar.xz ]]; then
-    mkdir -p "$work/data" && tar xJf "$data" -C "$work/data"
-    data=$(find "$work/data" -mindepth 1 -maxdepth 1 -type d | head -1)
-fi
+data=$(data_folder "$data" "$work/data")
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null
 python3 -c "import torch, optuna; print('torch', torch.__version__, 'optuna', optuna.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
 options=(--data "$data" --device "$device" --quiet "${extra[@]}")
-step $((seed_search + 240)) "seed family: tune proyecto9 at 15 epochs" python3 -m cifarlab tune --preset proyecto9 \
+step $((seed_search + 240)) "seed family: tune proyecto9 at $seed_epochs epochs" python3 -m cifarlab tune --preset proyecto9 \
     --epochs "$seed_epochs" --trials 60 --timeout "$seed_search" --top-k 1 --study-dir "$work/proyecto9" \
     "${options[@]}" "${extra_tune[@]}"
 pack
 for seed in 1 2 3; do
-    step 60 "proyecto4 at 15 epochs, seed $seed" python3 -m cifarlab train --preset proyecto4 --epochs "$seed_epochs" \
+    step 60 "proyecto4 at $seed_epochs epochs, seed $seed" python3 -m cifarlab train --preset proyecto4 --epochs "$seed_epochs" \
         --seed "$seed" --out "$work/proyecto4-15ep/proyecto4-s$seed" "${options[@]}"
 done
 pack
-step $((fast_search + 90)) "fast space: tune fast88 at 5 epochs" python3 -m cifarlab tune --preset fast88 \
+step $((fast_search + 90)) "fast space: tune fast88 at $fast_epochs epochs" python3 -m cifarlab tune --preset fast88 \
     --epochs "$fast_epochs" --trials 60 --timeout "$fast_search" --top-k 1 --study-dir "$work/fast88" \
     "${options[@]}" "${extra_tune[@]}"
 pack

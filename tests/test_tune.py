@@ -23,6 +23,7 @@ from cifarlab import api  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.tuning import search as search_module  # noqa: E402
 from cifarlab.tuning import tune  # noqa: E402
+from cifarlab.tuning.space import config_overrides  # noqa: E402
 from tests.factories import NARROW_SEED_SPACE  # noqa: E402
 
 
@@ -221,8 +222,6 @@ def test_two_workers_share_a_study_on_a_postgresql_server(setup, postgres):
 
 
 def test_a_sampled_batch_size_keeps_a_fixed_step_presets_images_per_epoch():
-    from cifarlab.tuning.space import config_overrides
-
     proyecto9 = api.resolve_config("proyecto9")  # the seed's 156 steps of 256 images: 39,936 per epoch
     assert config_overrides({"batch_size": 64}, proyecto9)["train.steps_per_epoch"] == 624
     assert "train.steps_per_epoch" not in config_overrides({"batch_size": 256}, proyecto9)
