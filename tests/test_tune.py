@@ -23,7 +23,7 @@ from cifarlab import api  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.tuning import search as search_module  # noqa: E402
 from cifarlab.tuning import tune  # noqa: E402
-from cifarlab.tuning.space import config_overrides  # noqa: E402
+from cifarlab.tuning.space import FAST_SPACE, Param, cap_epochs, config_overrides  # noqa: E402
 from tests.factories import NARROW_SEED_SPACE  # noqa: E402
 
 
@@ -226,3 +226,19 @@ def test_a_sampled_batch_size_keeps_a_fixed_step_presets_images_per_epoch():
     assert config_overrides({"batch_size": 64}, proyecto9)["train.steps_per_epoch"] == 624
     assert "train.steps_per_epoch" not in config_overrides({"batch_size": 256}, proyecto9)
     assert "train.steps_per_epoch" not in config_overrides({"batch_size": 64}, api.resolve_config("proyecto4"))
+
+
+def test_epochs_cap_narrows_what_is_sampled_but_not_the_study_record(tmp_path):
+    capped = cap_epochs(FAST_SPACE, 5)  # the fast space samples 4..16 epochs and 0..6 low-resolution ones
+    assert capped["epochs"].describe() == "integers in [4, 5]"
+    assert capped["low_res_epochs"].describe() == "integers in [0, 4]"
+    assert cap_epochs(FAST_SPACE, 3)["epochs"].describe() == "= 3"  # the cap below the range: fixed at the cap
+    assert cap_epochs(FAST_SPACE, 1)["low_res_epochs"].describe() == "= 0"
+    assert cap_epochs({"epochs": Param("epochs", choices=(4, 8, 12))}, 6)["epochs"].choices == (4, 6)
+    assert cap_epochs(FAST_SPACE, None) == FAST_SPACE and cap_epochs(FAST_SPACE, 20) == FAST_SPACE
+    search, _ = search_module.prepare_search(
+        "fast88", space=None, workers=1, storage=None, study=None, study_dir=tmp_path, epochs=5, seed=0,
+        pruner="median", heartbeat_seconds=None, quiet=True, overrides={},
+    )  # fmt: skip
+    assert search.space["epochs"].describe() == "integers in [4, 5]"
+    assert json.loads((tmp_path / "study.json").read_text())["space"]["epochs"] == "integers in [4, 16]"

@@ -27,7 +27,7 @@ from cifarlab.data import Dataset
 from cifarlab.data.dataset import without_test
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.run_dir import METRICS_NAME
-from cifarlab.tuning.space import Space, config_overrides, family_of, load_space
+from cifarlab.tuning.space import Space, cap_epochs, config_overrides, family_of, load_space
 from cifarlab.tuning.storage import StorageSpec, resolve_storage, retry_trial
 
 STUDY_RECORD = "study.json"  # what the study searches; a continued study must search the same
@@ -60,8 +60,8 @@ class Search:
 
     @property
     def space(self) -> Space:
-        """The space searched (built in, changed by the space file)."""
-        return load_space(self.family, self.space_file)
+        """The space sampled: built in, changed by the space file, its epochs held within `--epochs`."""
+        return cap_epochs(load_space(self.family, self.space_file), self.epochs_cap)
 
     def trial_config(self, values: dict[str, Any], run_dir: Path | None, seed: int | None = None) -> RunConfig:
         """The run config of one point of the space (epochs capped by `--epochs`)."""
@@ -77,7 +77,7 @@ class Search:
 
     def record(self) -> dict[str, Any]:
         """What study.json holds: what is searched, on which data, for how long per trial."""
-        space = {name: param.describe() for name, param in self.space.items()}
+        space = {name: param.describe() for name, param in load_space(self.family, self.space_file).items()}
         return {"preset": self.preset, "family": self.family, "space": space, "epochs_cap": self.epochs_cap,
                 "data": self.base["data"], "seed": self.seed, "study": self.study_name}  # fmt: skip
 

@@ -128,6 +128,29 @@ def load_space(family: str, path: str | Path | None = None) -> Space:
     return space
 
 
+def cap_epochs(space: Space, cap: int | None) -> Space:
+    """The space as sampled under `--epochs cap`: no epoch count above the cap, no low-res epochs at or beyond it.
+
+    Values a capped trial would never train (a sampled 12 epochs run as 5) are not drawn, so the sampler does not
+    spend its trials on a dimension that changes nothing and the report shows what ran.
+    """
+    if cap is None:
+        return space
+    space = dict(space)
+    for name, most in (("epochs", cap), ("low_res_epochs", cap - 1)):
+        param = space.get(name)
+        if param is None:
+            continue
+        if param.choices is not None:
+            kept = (min(value, most) if isinstance(value, int) else value for value in param.choices)
+            space[name] = Param(name, choices=tuple(dict.fromkeys(kept)))
+        elif param.high is not None and param.high > most:
+            low = min(param.low, most)
+            space[name] = (Param(name, low, most, log=param.log, integer=param.integer) if low < most
+                           else Param(name, choices=(int(most) if param.integer else float(most),)))  # fmt: skip
+    return space
+
+
 def _param(name: str, value: Any, built_in: Param) -> Param:
     if isinstance(value, dict):
         unknown = set(value) - {"low", "high", "log"}
