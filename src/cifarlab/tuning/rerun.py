@@ -19,7 +19,7 @@ from cifarlab._io.atomic import write_text
 from cifarlab.config import RunConfig
 from cifarlab.data import Dataset
 from cifarlab.training.run_dir import RunFiles
-from cifarlab.tuning.search import Search, final_val_accuracy
+from cifarlab.tuning.search import Search, final_val_accuracy, forget_compiled_kernels
 
 RERUNS_DIR = "reruns"
 BEST_TOML = "best.toml"
@@ -81,6 +81,7 @@ def rerun(search: Search, trials: list[Any], seeds: list[int], dataset: Dataset)
 
 def _train_or_reuse(config: RunConfig, run_dir: Path, dataset: Dataset, quiet: bool) -> float:
     """Test accuracy of the run in `run_dir`: read when it finished, resumed when it stopped, else trained."""
+    forget_compiled_kernels()
     result = api.finish_run(config, dataset=dataset, quiet=quiet)
     return result.test.accuracy if result is not None else float(_metrics(run_dir)["test_accuracy"])
 

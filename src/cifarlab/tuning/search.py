@@ -259,6 +259,7 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     pruning = PruneOnValAccuracy(trial)
+    forget_compiled_kernels()
     # a retried trial resumes its run, or keeps it when its worker died after the run was saved
     api.finish_run(search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning], quiet=search.quiet,
                    test=False)  # fmt: skip
@@ -266,6 +267,16 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     if pruning.stop_message or _stopped_by_pruner(run_dir):
         raise optuna.TrialPruned(pruning.stop_message or "pruned")
     return value
+
+
+def forget_compiled_kernels() -> None:
+    """Empty torch.compile's caches before a run of a search: each trial and re-run brings new layer shapes.
+
+    One process trains many geometries (widths, stages, batch sizes, each batch's last partial one); past dynamo's
+    recompile limit the models' compiled kernels (the seed CNNs' pooling and Dropout chain) would run eagerly for
+    the rest of the search. A fresh cache recompiles them in seconds.
+    """
+    torch._dynamo.reset()
 
 
 def final_val_accuracy(run_dir: Path) -> float:
