@@ -242,3 +242,15 @@ def test_epochs_cap_narrows_what_is_sampled_but_not_the_study_record(tmp_path):
     )  # fmt: skip
     assert search.space["epochs"].describe() == "integers in [4, 5]"
     assert json.loads((tmp_path / "study.json").read_text())["space"]["epochs"] == "integers in [4, 16]"
+
+
+def test_trials_that_all_fail_stop_the_search_with_their_error(setup, capsys):
+    study_dir, options = setup
+    code = main(["tune", "--preset", "proyecto1", "--space", str(options["space"]), "--data", options["data"],
+                 "--val-size", "20", "--per-class-limit", "1", "--epochs", "1", "--top-k", "0", "--precision", "fp32",
+                 "--study-dir", str(study_dir), "--quiet"])  # fmt: skip
+    assert code == 2  # every trial meets the same error: 20 validation images leave none of the few to train on
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "5 trials in a row failed, the last with: --val-size 20 leaves no training images" in last
+    trials = load(study_dir).trials
+    assert len(trials) == 5 and all(t.state.name == "FAIL" for t in trials)

@@ -34,6 +34,7 @@ STUDY_RECORD = "study.json"  # what the study searches; a continued study must s
 TRIALS_DIR = "trials"
 PRUNERS = ("median", "hyperband", "none")
 HOLD_OUT = 0.1  # validation fraction for a preset that trains on all its images (the fast recipes)
+FAILURES_IN_A_ROW = 5  # a worker whose last trials all failed stops: the error is the options', not one point's
 
 
 @dataclass(frozen=True)
@@ -205,13 +206,42 @@ def _work(
     remaining = target - len(_finished(study))
     if remaining <= 0:
         return
+    failures = StopAfterFailures(FAILURES_IN_A_ROW)
     study.optimize(
         lambda trial: run_trial(search, trial, trial_data),
         timeout=timeout,
         # running trials count too, so workers stop starting trials as soon as the budget is spoken for
-        callbacks=[optuna.study.MaxTrialsCallback(target, states=(*_finished_states(), TrialState.RUNNING))],
+        callbacks=[optuna.study.MaxTrialsCallback(target, states=(*_finished_states(), TrialState.RUNNING)), failures],
         catch=(ValueError,),  # a point of the space the network cannot take fails that trial, not the search
     )
+    if failures.stopped:
+        raise ValueError(f"{failures.limit} trials in a row failed, the last with: {failures.error}")
+
+
+class StopAfterFailures:
+    """An Optuna callback that stops the worker after `limit` failed trials in a row.
+
+    One point of the space the network cannot take fails its trial and the search goes on; but failures don't
+    count towards the trial budget, so an error every trial meets (options that leave no training images, say)
+    would otherwise start failing trials for ever.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_a_row, self.error = limit, 0, ""
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the worker stopped for failures."""
+        return self.in_a_row >= self.limit
+
+    def __call__(self, study: Any, trial: Any) -> None:  # noqa: D102
+        if trial.state.name != "FAIL":
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.error = trial.user_attrs.get("error", "see the log above")
+        if self.stopped:
+            study.stop()
 
 
 def study_or_none(search: Search) -> Any:
@@ -261,8 +291,12 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     pruning = PruneOnValAccuracy(trial)
     forget_compiled_kernels()
     # a retried trial resumes its run, or keeps it when its worker died after the run was saved
-    api.finish_run(search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning], quiet=search.quiet,
-                   test=False)  # fmt: skip
+    try:
+        api.finish_run(search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning],
+                       quiet=search.quiet, test=False)  # fmt: skip
+    except ValueError as error:
+        trial.set_user_attr("error", str(error))  # for StopAfterFailures' message
+        raise
     value = final_val_accuracy(run_dir)
     if pruning.stop_message or _stopped_by_pruner(run_dir):
         raise optuna.TrialPruned(pruning.stop_message or "pruned")
