@@ -254,3 +254,24 @@ def test_trials_that_all_fail_stop_the_search_with_their_error(setup, capsys):
     assert "5 trials in a row failed, the last with: --val-size 20 leaves no training images" in last
     trials = load(study_dir).trials
     assert len(trials) == 5 and all(t.state.name == "FAIL" for t in trials)
+
+
+def test_a_proxy_too_short_for_keras_batchnorm_is_named_up_front(setup, tmp_path):
+    study_dir, options = setup  # 60 training images at batch 16: 4 steps an epoch
+    with pytest.warns(UserWarning, match=r"may train only 8 steps \(2 epochs of 4 at batch 16\)"):
+        result = tune("proyecto1", trials=1, epochs=2, top_k=0, study_dir=study_dir, **options)
+    assert any("Keras BatchNorm's moving variance" in note for note in result.notes)
+    assert "Keras BatchNorm&#x27;s moving variance" in (study_dir / "report.html").read_text()
+    no_bn = tmp_path / "no-bn.toml"
+    no_bn.write_text(NARROW_SEED_SPACE.replace("bn = true", "bn = false"))
+    search, _ = search_module.prepare_search(
+        "proyecto1", space=no_bn, workers=1, storage=None, study=None, study_dir=tmp_path / "other", epochs=2, seed=0,
+        pruner="median", heartbeat_seconds=None, quiet=True, overrides={"data": options["data"], "val_size": 20},
+    )  # fmt: skip
+    assert search_module.short_proxy_note(search, api.load_training_data(search.base_config)) is None
+    search, _ = search_module.prepare_search(
+        "proyecto1", space=options["space"], workers=1, storage=None, study=None, study_dir=tmp_path / "long",
+        epochs=None, seed=0, pruner="median", heartbeat_seconds=None, quiet=True,
+        overrides={"data": options["data"], "val_size": 20},
+    )  # fmt: skip
+    assert search_module.short_proxy_note(search, api.load_training_data(search.base_config)) is not None  # 200 x 4

@@ -24,7 +24,7 @@ from cifarlab import api
 from cifarlab._io.atomic import write_json
 from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 from cifarlab.data import Dataset
-from cifarlab.data.dataset import without_test
+from cifarlab.data.dataset import validation_count, without_test
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.run_dir import METRICS_NAME
 from cifarlab.tuning.space import Space, cap_epochs, config_overrides, family_of, load_space
@@ -34,6 +34,7 @@ STUDY_RECORD = "study.json"  # what the study searches; a continued study must s
 TRIALS_DIR = "trials"
 PRUNERS = ("median", "hyperband", "none")
 HOLD_OUT = 0.1  # validation fraction for a preset that trains on all its images (the fast recipes)
+BN_PROXY_STEPS = 1000  # fewer steps leave a Keras BatchNorm's moving variance carrying its starting 1 (0.99**t)
 FAILURES_IN_A_ROW = 5  # a worker whose last trials all failed stops: the error is the options', not one point's
 
 
@@ -81,6 +82,45 @@ class Search:
         space = {name: param.describe() for name, param in load_space(self.family, self.space_file).items()}
         return {"preset": self.preset, "family": self.family, "space": space, "epochs_cap": self.epochs_cap,
                 "data": self.base["data"], "seed": self.seed, "study": self.study_name}  # fmt: skip
+
+
+def short_proxy_note(search: Search, dataset: Dataset) -> str | None:
+    """A warning when trials are too short for the seed CNNs' BatchNorm statistics to be right, else None.
+
+    Keras' BatchNormalization, which the seed's steps use, starts its moving variance at 1 and moves it 1 % a step
+    (momentum 0.99). On pixels / 255 the first block's features vary by 1e-3 or less, so for the first thousand
+    steps or so inference divides by a variance many times too large, and a trial with BatchNorm validates far
+    below what its weights do (near chance at a few hundred steps). The shortest trials count: the largest batch.
+    """
+    bn = search.space.get("bn")
+    if search.family != "seed" or bn is None or True not in (bn.choices or ()):
+        return None
+    base = search.base_config
+    batch_param = search.space.get("batch_size")
+    batches = batch_param.choices if batch_param is not None and batch_param.choices else (base.train.batch_size,)
+    batch = max(int(b) for b in batches)
+    if base.train.steps_per_epoch is not None:  # a fixed number of images per epoch (proyecto9's 156 x 256)
+        per_epoch = max(1, round(base.train.steps_per_epoch * base.train.batch_size / batch))
+    else:
+        per_epoch = -(-_training_images(base, dataset) // batch)
+    epochs = base.train.epochs if search.epochs_cap is None else min(search.epochs_cap, base.train.epochs)
+    steps = per_epoch * epochs
+    if steps >= BN_PROXY_STEPS:
+        return None
+    return (f"trials with BatchNorm may train only {steps} steps ({epochs} epochs of {per_epoch} at batch {batch}), "
+            f"when Keras BatchNorm's moving variance still holds {0.99**steps:.2g} of its starting 1, more than the "
+            "first features' own variance: such trials validate far below what their weights do (near chance under "
+            f"about 500 steps); give {BN_PROXY_STEPS} steps or more (--epochs, --per-class-limit, smaller batches) "
+            "or fix bn in --space (docs/tune.md, 'Proxies and BatchNorm')")  # fmt: skip
+
+
+def _training_images(config: RunConfig, dataset: Dataset) -> int:
+    """How many images a run of `config` trains on: its classes, its per-class limit, less its validation split."""
+    names = list(config.data.classes or dataset.class_names)
+    counts = torch.bincount(dataset.train.labels.cpu(), minlength=len(dataset.class_names)).tolist()
+    limit = config.data.per_class_limit
+    kept = sum(min(counts[dataset.class_names.index(n)], limit or counts[dataset.class_names.index(n)]) for n in names)
+    return kept if dataset.val is not None else kept - validation_count(config.data.val_size, kept)
 
 
 def prepare_search(

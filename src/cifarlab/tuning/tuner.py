@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from cifarlab import api
 from cifarlab.data import Dataset
 from cifarlab.reports.study_report import STUDY_REPORT, RerunRow, StudyFacts, TrialFacts, write_study_report
 from cifarlab.tuning.rerun import Candidate, rerun, rerun_seeds, rerun_table, winner, write_best_toml
-from cifarlab.tuning.search import Search, open_study, prepare_search, run_workers, wait_seconds
+from cifarlab.tuning.search import Search, open_study, prepare_search, run_workers, short_proxy_note, wait_seconds
 
 
 @dataclass
@@ -87,6 +88,11 @@ def tune(
     study_handle = open_study(search)
     finished = [t for t in study_handle.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"]
     data = dataset if dataset is not None else api.load_training_data(search.base_config)
+    proxy_note = short_proxy_note(search, data)
+    if proxy_note is not None:
+        notes.append(proxy_note)
+        if trials:
+            warnings.warn(proxy_note, stacklevel=2)
     if trials:
         run_workers(search, len(finished) + trials, seconds, workers, data if workers == 1 else None)
     study_handle = open_study(search)
