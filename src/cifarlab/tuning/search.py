@@ -110,7 +110,7 @@ def short_proxy_note(search: Search, dataset: Dataset) -> str | None:
     return (f"trials with BatchNorm may train only {steps} steps ({epochs} epochs of {per_epoch} at batch {batch}), "
             f"when Keras BatchNorm's moving variance still holds {0.99**steps:.2g} of its starting 1, more than the "
             "first features' own variance: such trials validate far below what their weights do (near chance under "
-            f"about 500 steps); give {BN_PROXY_STEPS} steps or more (--epochs, --per-class-limit, smaller batches) "
+            f"about 500 steps); give {BN_PROXY_STEPS:,} steps or more (--epochs, --per-class-limit, smaller batches) "
             "or fix bn in --space (docs/tune.md, 'Proxies and BatchNorm')")  # fmt: skip
 
 
