@@ -107,7 +107,8 @@ def short_proxy_note(search: Search, dataset: Dataset) -> str | None:
     steps = per_epoch * epochs
     if steps >= BN_PROXY_STEPS:
         return None
-    return (f"trials with BatchNorm may train only {steps} steps ({epochs} epochs of {per_epoch} at batch {batch}), "
+    span = f"{epochs} epoch{'s' if epochs != 1 else ''} of {per_epoch} at batch {batch}"
+    return (f"trials with BatchNorm may train only {steps} steps ({span}), "
             f"when Keras BatchNorm's moving variance still holds {0.99**steps:.2g} of its starting 1, more than the "
             "first features' own variance: such trials validate far below what their weights do (near chance under "
             f"about 500 steps); give {BN_PROXY_STEPS:,} steps or more (--epochs, --per-class-limit, smaller batches) "
