@@ -24,7 +24,7 @@ from cifarlab import api
 from cifarlab._io.atomic import write_json
 from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 from cifarlab.data import Dataset
-from cifarlab.data.dataset import validation_count, without_test
+from cifarlab.data.dataset import select_classes, with_validation, without_test
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.run_dir import METRICS_NAME
 from cifarlab.tuning.space import Space, cap_epochs, config_overrides, family_of, load_space
@@ -99,11 +99,16 @@ def short_proxy_note(search: Search, dataset: Dataset) -> str | None:
     batch_param = search.space.get("batch_size")
     batches = batch_param.choices if batch_param is not None and batch_param.choices else (base.train.batch_size,)
     batch = max(int(b) for b in batches)
-    if base.train.steps_per_epoch is not None:  # a fixed number of images per epoch (proyecto9's 156 x 256)
-        per_epoch = max(1, round(base.train.steps_per_epoch * base.train.batch_size / batch))
-    else:
-        per_epoch = -(-_training_images(base, dataset) // batch)
-    epochs = base.train.epochs if search.epochs_cap is None else min(search.epochs_cap, base.train.epochs)
+    train = search.trial_config({"batch_size": batch}, None).train  # epochs capped, a fixed step count rescaled
+    if train.steps_per_epoch is not None:
+        per_epoch = train.steps_per_epoch
+    else:  # the trainer's own selection and hold-out
+        try:
+            data = select_classes(dataset, base.data.classes, base.data.per_class_limit, search.seed)
+            per_epoch = -(-len(with_validation(data, base.data.val_size, search.seed).train) // batch)
+        except ValueError:  # options no trial can train with: the trials fail and say why (StopAfterFailures)
+            return None
+    epochs = train.epochs
     steps = per_epoch * epochs
     if steps >= BN_PROXY_STEPS:
         return None
@@ -113,15 +118,6 @@ def short_proxy_note(search: Search, dataset: Dataset) -> str | None:
             "first features' own variance: such trials validate far below what their weights do (near chance under "
             f"about 500 steps); give {BN_PROXY_STEPS:,} steps or more (--epochs, --per-class-limit, smaller batches) "
             "or fix bn in --space (docs/tune.md, 'Proxies and BatchNorm')")  # fmt: skip
-
-
-def _training_images(config: RunConfig, dataset: Dataset) -> int:
-    """How many images a run of `config` trains on: its classes, its per-class limit, less its validation split."""
-    names = list(config.data.classes or dataset.class_names)
-    counts = torch.bincount(dataset.train.labels.cpu(), minlength=len(dataset.class_names)).tolist()
-    limit = config.data.per_class_limit
-    kept = sum(min(counts[dataset.class_names.index(n)], limit or counts[dataset.class_names.index(n)]) for n in names)
-    return kept if dataset.val is not None else kept - validation_count(config.data.val_size, kept)
 
 
 def prepare_search(

@@ -91,9 +91,9 @@ def tune(
     proxy_note = short_proxy_note(search, data)
     if proxy_note is not None:
         notes.append(proxy_note)
-        if trials:
-            warnings.warn(proxy_note, stacklevel=2)
     if trials:
+        if proxy_note is not None:
+            warnings.warn(proxy_note, stacklevel=2)
         run_workers(search, len(finished) + trials, seconds, workers, data if workers == 1 else None)
     study_handle = open_study(search)
     done = sorted(study_handle.get_trials(deepcopy=True), key=lambda t: t.number)
