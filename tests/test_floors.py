@@ -1,12 +1,18 @@
 """The package's floors: no import cycle, and inference, serve, predict and export stay off training and the API.
 
-Imports are read with `ast` from the source, those inside functions included (a lazy import counts the same);
-only those under `if TYPE_CHECKING:` are left out, since they never run.
+Two checks. Statically, imports are read with `ast` from the source, those inside functions included (a lazy import
+counts the same); only those under `if TYPE_CHECKING:` are left out, since they never run. At run time, a fresh
+interpreter imports each floor's entry points and runs its load and predict path, and what then sits in
+`sys.modules` is checked: that counts what the package root and third-party libraries bring in too.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +147,93 @@ def test_the_inference_package_imports_no_floor_above_it():
 def test_no_library_module_reads_a_test_hook():
     offenders = [name for name, path in module_files().items() if "CIFARLAB_TEST" in path.read_text()]
     assert not offenders
+
+
+# what a serving process must not carry: the floors above inference, and the libraries only they use
+ABOVE_INFERENCE = ("cifarlab.training", "cifarlab.tuning", "cifarlab.auditing", "cifarlab.api", "cifarlab.ladder",
+                   "cifarlab.transfer", "cifarlab.reports", "cifarlab.cli", "matplotlib", "optuna",
+                   "cleanlab")  # fmt: skip
+PUBLIC_NAMES = [
+    "AuditResult", "Callback", "Classifier", "DataConfig", "Dataset", "EarlyStopping", "History", "ModelCheckpoint",
+    "RunConfig", "RunResult", "Split", "TrainConfig", "Trainer", "TuneResult", "audit", "count_params",
+    "create_model", "evaluate", "get_preset", "list_models", "list_presets", "load", "load_dataset",
+    "resolve_config", "resume", "run_ladder", "train", "tune",
+]  # fmt: skip
+
+
+def loaded_above_inference(code: str) -> list[str]:
+    """Run `code` in a fresh interpreter; the modules from `ABOVE_INFERENCE` it left in `sys.modules`."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent), "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    return sorted({m for m in modules for top in ABOVE_INFERENCE if m == top or m.startswith(top + ".")})
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """An untrained proyecto1 saved as a run's checkpoint, and one image: enough to load, predict and export."""
+    import torch
+    from PIL import Image
+
+    from cifarlab.inference.checkpoint import save_checkpoint
+    from cifarlab.models import create_model
+
+    root = tmp_path_factory.mktemp("floors")
+    torch.manual_seed(0)
+    meta = {"model": "proyecto1", "model_kwargs": {"num_classes": 4}, "class_names": ["a", "b", "c", "d"],
+            "image_size": 32, "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "tta": 0}  # fmt: skip
+    save_checkpoint(root / "model.safetensors", create_model("proyecto1", num_classes=4), meta)
+    Image.new("RGB", (40, 30), (200, 40, 90)).save(root / "cat.png")
+    return root, root / "cat.png"
+
+
+def test_the_run_time_check_sees_what_the_upper_floors_load():
+    assert loaded_above_inference("import math") == []
+    loaded = loaded_above_inference("import cifarlab.api")
+    assert "cifarlab.api" in loaded and "cifarlab.training" in loaded and "matplotlib" in loaded
+
+
+def test_the_package_root_is_lazy_and_keeps_its_public_names():
+    assert loaded_above_inference("import cifarlab; cifarlab.load; cifarlab.Classifier; cifarlab.list_models") == []
+    import cifarlab
+
+    assert cifarlab.__all__ == PUBLIC_NAMES
+    assert set(PUBLIC_NAMES) <= set(dir(cifarlab))
+    assert all(getattr(cifarlab, name) is not None for name in PUBLIC_NAMES)
+    assert cifarlab.Trainer.__module__ == "cifarlab.training.trainer" and cifarlab.train.__module__ == "cifarlab.api"
+    with pytest.raises(AttributeError, match="has no attribute 'trian'"):
+        cifarlab.trian  # noqa: B018
+    # the near-duplicate finder (whose threshold the command line's parser shows) comes without the audit's API
+    assert loaded_above_inference("from cifarlab.auditing.duplicates import DEFAULT_THRESHOLD") == [
+        "cifarlab.auditing", "cifarlab.auditing.duplicates"]  # fmt: skip
+
+
+RUN_TIME_PATHS = {
+    # predict (and its --explain): load a checkpoint, predict files, write a Grad-CAM picture
+    "predict": ("torch", "from cifarlab.inference.load import load\n"
+                "from cifarlab.inference.explain import ExplanationWriter\n"
+                "clf = load(MODEL, device='cpu')\nprint(clf.predict_files([IMAGE])[0].line())\n"
+                "ExplanationWriter(clf, OUT / 'explained').write(IMAGE)"),
+    # the public entry point, through the package root
+    "package-root": ("torch", "import cifarlab\n"
+                     "print(cifarlab.load(MODEL, device='cpu').predict_files([IMAGE])[0].line())"),
+    # serve: load the model and build the app (uvicorn's loop is not started)
+    "serve": ("fastapi", "import uvicorn\nuvicorn.run = lambda *args, **kwargs: None\n"
+              "from cifarlab.serve import serve\nserve(MODEL, port=0, device='cpu')"),
+    # export: the ONNX file, checked against PyTorch, then loaded and run as predict runs it
+    "export": ("onnxruntime", "from cifarlab.export import export_onnx\nfrom cifarlab.inference.load import load\n"
+               "result = export_onnx(MODEL, OUT / 'model.onnx')\n"
+               "print(load(result.path).predict_files([IMAGE])[0].line())"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", list(RUN_TIME_PATHS))
+def test_inference_serve_and_export_load_no_upper_floor_at_run_time(model_files, path):
+    needs, code = RUN_TIME_PATHS[path]
+    pytest.importorskip(needs)
+    root, image = model_files
+    setup = (f"from pathlib import Path\nMODEL = {str(root / 'model.safetensors')!r}\nIMAGE = {str(image)!r}\n"
+             f"OUT = Path({str(root)!r})\n")  # fmt: skip
+    assert loaded_above_inference(setup + code) == []
