@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cifarlab.reports import study_report
+from cifarlab.reports.html import figure_png
 from cifarlab.reports.study_report import RerunRow, StudyFacts, TrialFacts, render_study_report, write_study_report
 from tests.factories import NARROW_SEED_SPACE
 
@@ -68,23 +70,35 @@ def assert_self_contained(text: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.IGNORECASE)
 
 
-def test_the_report_is_one_self_contained_page_with_every_section(tmp_path):
+def test_the_report_is_one_self_contained_page_with_every_section(tmp_path, monkeypatch):
+    drawn = []  # each chart's figure, kept to read what it shows
+    monkeypatch.setattr(study_report, "figure_png", lambda fig: drawn.append(fig) or figure_png(fig))
     study = full_study()
     path = write_study_report(tmp_path / "report.html", study)
     text = path.read_text()
     assert_self_contained(text)
-    assert pngs(text) == 5  # history, importances, parallel coordinates, per-epoch curves, re-runs
+    assert pngs(text) == 5 == len(drawn)  # history, importances, parallel coordinates, per-epoch curves, re-runs
     for anchor in ("searched", "history", "importances", "parallel", "pruning", "reruns", "trials"):
         assert f'<section id="{anchor}">' in text
     assert "9 trials (5 complete, 2 pruned, 1 failed, 1 running)" in text
-    assert "never read the test split" in text and "log-uniform in [0.001, 0.01]" in text
+    assert "<tr><td>lr</td><td>log-uniform in [0.001, 0.01]</td></tr>" in text
+    assert "<tr><th>epochs per trial</th><td>at most 4 (--epochs)</td></tr>" in text
     assert "* winner</td><td>trial 7</td>" in text and "+1.10" in text  # 64.2 - 63.1 against the preset
     assert VERDICT.replace("'", "&#x27;") in text
     assert "cifarlab train --config runs/tune/p4/best.toml" in text
     for t in study.trials:  # every trial has its row, with its run directory
         assert f'<tr><td class="num">{t.number}</td><td>{t.state.lower()}</td>' in text
         assert t.run_dir in text
-    assert "fixed parameters are left out" in text
+    # a complete trial shows its final value, a pruned one none but its last epoch, a failed one neither
+    for row in ("1</td><td>complete</td><td class=\"num\">64.25</td><td class=\"num\">64.25 (epoch 4)",
+                "4</td><td>pruned</td><td class=\"num\">-</td><td class=\"num\">35.00 (epoch 2)",
+                "5</td><td>fail</td><td class=\"num\">-</td><td class=\"num\">-"):  # fmt: skip
+        assert f'<tr><td class="num">{row}</td>' in text
+    # the importances: the searched parameters, smallest at the bottom; bn is fixed ('= True') and left out
+    (chart,) = [fig for fig in drawn if fig.axes[0].get_title() == "Parameter importances"]
+    bars = [label.get_text() for label in chart.axes[0].get_yticklabels()]
+    assert bars == ["batch_size", "flip", "convs", "dropout", "lr"]
+    assert "from 5 complete trials; fixed parameters are left out" in text
 
 
 @pytest.mark.parametrize(
