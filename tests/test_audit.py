@@ -15,7 +15,7 @@ import torch
 from cifarlab import api
 from cifarlab.auditing import audit
 from cifarlab.auditing.duplicates import embed, find_duplicates
-from cifarlab.auditing.folds import assign_folds
+from cifarlab.auditing.folds import FOLD_VAL_SIZE, assign_folds
 from cifarlab.auditing.label_issues import find_label_issues, loss_ranking, recall_at
 from cifarlab.cli import main
 from cifarlab.data import Split
@@ -203,3 +203,37 @@ def test_data_without_files_names_images_by_their_index(tmp_path):
     assert result.paths[:2] == ["train[0]", "train[1]"] and result.label_issues.index[0] == 5
     rows = _rows(tmp_path / "audit" / "label_issues.csv")
     assert rows[0]["path"] == "train[5]"
+
+
+def test_each_fold_run_validates_on_its_training_folds_and_the_plan_knows_the_images(tmp_path, monkeypatch):
+    data = make_dataset(train=80, test=8)
+    given = []  # the data each fold run is given
+    finish_run = api.finish_run
+
+    def spy(config, *, dataset=None, **kwargs):
+        given.append(dataset)
+        return finish_run(config, dataset=dataset, **kwargs)
+
+    monkeypatch.setattr(api, "finish_run", spy)
+    out = tmp_path / "audit"
+    options = {"preset": "proyecto1", "epochs": 1, "folds": 2, "out": out, "precision": "fp32", "quiet": True}
+    first = audit(dataset=data, **options)
+    fold = assign_folds(data.train.labels, 2, seed=0)
+    assert len(given) == 2
+    for k, fold_data in enumerate(given):
+        judged = {data.train.images[i].numpy().tobytes() for i in np.nonzero(fold == k)[0]}
+        shown = [fold_data.train] + ([fold_data.val] if fold_data.val is not None else [])
+        seen = {image.numpy().tobytes() for split in shown for image in split.images}
+        assert not judged & seen  # the judged fold's images (and so its labels) never reach its run
+        record = json.loads((out / "folds" / f"fold-{k}" / "config.json").read_text())
+        assert record["dataset"]["val"] == round(FOLD_VAL_SIZE * 40) > 0  # held out of the 40 it trains on
+    # the plan holds a digest of the images and labels: the same count with other pixels or labels is another audit
+    monkeypatch.setattr(api, "finish_run", lambda *args, **kwargs: pytest.fail("a fold trained again"))
+    assert np.array_equal(audit(dataset=data, **options).probabilities, first.probabilities)
+    brighter = make_dataset(train=80, test=8)
+    brighter.train.images[3] = brighter.train.images[3] // 2 + 100
+    relabelled = make_dataset(train=80, test=8)
+    relabelled.train.labels[3] = (relabelled.train.labels[3] + 1) % 4
+    for other in (brighter, relabelled):
+        with pytest.raises(ValueError, match=rf"--out {out} holds another audit \(its data_sha256 differ\)"):
+            audit(dataset=other, **options)

@@ -22,8 +22,15 @@ from tqdm.auto import tqdm
 
 from cifarlab import api
 from cifarlab._io.atomic import write_json, write_text
+from cifarlab._io.digest import digest_arrays
 from cifarlab.auditing.duplicates import DEFAULT_THRESHOLD, DuplicatePair, embed, find_duplicates
-from cifarlab.auditing.folds import assign_folds, check_audit_data, fold_run_dir, out_of_fold_probabilities
+from cifarlab.auditing.folds import (
+    FOLD_VAL_SIZE,
+    assign_folds,
+    check_audit_data,
+    fold_run_dir,
+    out_of_fold_probabilities,
+)
 from cifarlab.auditing.label_issues import LabelIssues, find_label_issues
 from cifarlab.data import Dataset, Split
 from cifarlab.data.dataset import select_classes
@@ -105,7 +112,8 @@ def audit(
         raise ValueError(f"--duplicate-threshold must be a similarity in (0, 1], got {duplicate_threshold}")
     if data is not None:
         overrides["data"] = data
-    config = api.resolve_config(preset, val_size=0, seed=seed, quiet=quiet, **overrides)
+    # each fold run validates on a slice of its own training folds (temperature, best epoch), never the judged fold
+    config = api.resolve_config(preset, seed=seed, quiet=quiet, **({"val_size": FOLD_VAL_SIZE} | overrides))
     out = Path(out)
     started = time.perf_counter()
     dataset = dataset if dataset is not None else api.load_training_data(config)
@@ -113,7 +121,7 @@ def audit(
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, classes=None, per_class_limit=None))
     pool = _audited_images(dataset)
     check_audit_data(pool, dataset.class_names, folds, dataset.source or "the data")
-    _check_plan(out, config, dataset, len(pool), folds)
+    _check_plan(out, config, dataset, pool, folds)
 
     fold = assign_folds(pool.labels, folds, seed)
 
@@ -160,13 +168,18 @@ def _paths(split: Split, source: str, name: str) -> list[str]:
     return [str(Path(source) / relative) for relative in split.files.tolist()]
 
 
-def _check_plan(out: Path, config: Any, dataset: Dataset, images: int, folds: int) -> None:
-    """Write OUT/plan.json, or check that the one there is this audit's (so its folds can be reused)."""
+def _check_plan(out: Path, config: Any, dataset: Dataset, pool: Split, folds: int) -> None:
+    """Write OUT/plan.json, or check that the one there is this audit's (so its folds can be reused).
+
+    The plan holds a digest of the audited images and labels, not only their count: a folder whose images or labels
+    changed (a label fixed after the last audit) would otherwise be judged by stale out-of-fold probabilities.
+    """
     recipe = config.to_dict()
     for key in ("out", "quiet", "device", "precision"):  # where and how it runs, not what it computes
         recipe.pop(key, None)
-    plan = {"source": dataset.source, "class_names": dataset.class_names, "images": images, "folds": folds,
-            "config": recipe}  # fmt: skip
+    digest = digest_arrays({"images": pool.images, "labels": pool.labels})
+    plan = {"source": dataset.source, "class_names": dataset.class_names, "images": len(pool),
+            "data_sha256": digest, "folds": folds, "config": recipe}  # fmt: skip
     path = out / PLAN_NAME
     if path.is_file():
         try:

@@ -2,8 +2,13 @@
 
 Every image's probabilities then come from a model that never saw it, which is what confident learning needs (a
 model asked about its own training images agrees with their labels, wrong ones included). Each fold is an ordinary
-run directory, `OUT/folds/fold-<k>`, whose validation split is the held-out fold; it resumes like any run, and its
-probabilities are kept beside it (`oof.npy`) once it has finished.
+run directory, `OUT/folds/fold-<k>`; it resumes like any run, and its probabilities are kept beside it (`oof.npy`)
+once it has finished.
+
+A fold's run is never given the fold it judges, not even as its validation split: the trainer holds its validation
+split (`FOLD_VAL_SIZE` of the training folds) out of what it is given, and that split alone fits the temperature
+and, for presets that keep their best epoch, chooses the epoch. Fitted on the held-out fold, both would have learnt
+from the very labels under audit.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from cifarlab.data.dataset import without_test
 from cifarlab.inference.classifier import Classifier
 
 FOLDS_DIR = "folds"
+FOLD_VAL_SIZE = 0.05  # share of a fold run's training folds it validates on: 2,000 of CIFAR-10's 40,000 at K = 5
 OOF_NAME = "oof.npy"  # (fold size, K) float32 probabilities of the held-out images, in their order in the fold
 
 
@@ -55,13 +61,9 @@ def assign_folds(labels: torch.Tensor, folds: int, seed: int) -> np.ndarray:
 
 
 def fold_dataset(dataset: Dataset, pool: Split, fold: np.ndarray, k: int) -> Dataset:
-    """Fold k's data: the other folds to train on, fold k as the validation split, and no test split."""
-    folded = dataclasses.replace(
-        dataset,
-        train=pool.subset(torch.from_numpy(np.nonzero(fold != k)[0])),
-        val=pool.subset(torch.from_numpy(np.nonzero(fold == k)[0])),
-    )
-    return without_test(folded)  # a fold's model is judged on its held-out fold, never on the test split
+    """Fold k's run data: the other folds (its validation split is held out of them) and no test split."""
+    folded = dataclasses.replace(dataset, train=pool.subset(torch.from_numpy(np.nonzero(fold != k)[0])), val=None)
+    return without_test(folded)  # fold k is only predicted, after the run; the test split is never read
 
 
 def fold_run_dir(out: Path, k: int) -> Path:
@@ -81,6 +83,7 @@ def out_of_fold_probabilities(
     """(N, K) probabilities of every image of `pool`, each from the fold model that did not train on it.
 
     Folds that finished before are read back; a stopped one resumes; the rest train (config.out set per fold).
+    `config.data.val_size` is the share of each fold run's training folds that it validates on (`FOLD_VAL_SIZE`).
     """
     folds = int(fold.max()) + 1
     probabilities = np.zeros((len(pool), len(dataset.class_names)), dtype=np.float32)
@@ -95,7 +98,7 @@ def out_of_fold_probabilities(
             data = fold_dataset(dataset, pool, fold, k)
             api.finish_run(dataclasses.replace(config, out=str(run_dir)), dataset=data, test=False)
             classifier = Classifier.load(run_dir, device=config.device, precision=config.precision)
-            held = classifier.predict(data.val.images).numpy().astype(np.float32)
+            held = classifier.predict(pool.subset(held_out).images).numpy().astype(np.float32)
             with atomic_path(oof_path) as tmp, tmp.open("wb") as f:  # a file object: np.save adds .npy to a name
                 np.save(f, held, allow_pickle=False)
         probabilities[held_out] = held
