@@ -1,4 +1,4 @@
-"""cifarlab tune: a continued study, pruning, best.toml, the re-runs, a killed worker, workers on a journal, errors."""
+"""cifarlab tune: a continued study, pruning, best.toml, the re-runs, dead and parallel workers, storages, errors."""
 
 from __future__ import annotations
 
@@ -16,15 +16,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 optuna = pytest.importorskip("optuna")
 
 from cifarlab import api  # noqa: E402
+from cifarlab._io.locks import locked_dir  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
+from cifarlab.data.dataset import without_test  # noqa: E402
 from cifarlab.tuning import search as search_module  # noqa: E402
 from cifarlab.tuning import tune  # noqa: E402
+from cifarlab.tuning import workers as workers_module  # noqa: E402
 from cifarlab.tuning.space import FAST_SPACE, Param, cap_epochs, config_overrides  # noqa: E402
-from tests.factories import NARROW_SEED_SPACE  # noqa: E402
+from cifarlab.tuning.storage import StorageSpec  # noqa: E402
+from tests.factories import NARROW_SEED_SPACE, make_dataset  # noqa: E402
 
 
 @pytest.fixture
@@ -275,3 +280,152 @@ def test_a_proxy_too_short_for_keras_batchnorm_is_named_up_front(setup, tmp_path
         overrides={"data": options["data"], "val_size": 20},
     )  # fmt: skip
     assert search_module.short_proxy_note(search, api.load_training_data(search.base_config)) is not None  # 200 x 4
+
+
+def fake_trial(search, trial, dataset):
+    """A trial that samples its point and trains nothing: what is tested is the search's bookkeeping."""
+    values = {name: param.suggest(trial) for name, param in search.space.items()}
+    return float(values["lr"])
+
+
+def prepare(options, study_dir, **changes):
+    arguments = {"space": options["space"], "workers": 1, "storage": None, "study": None, "study_dir": study_dir,
+                 "epochs": 1, "seed": 0, "pruner": "median", "heartbeat_seconds": None, "quiet": True,
+                 "overrides": {"data": options["data"], "val_size": 20, "precision": "fp32"}} | changes  # fmt: skip
+    return search_module.prepare_search("proyecto1", **arguments)[0]
+
+
+def test_data_in_memory_with_several_workers_is_refused_in_one_line(setup):
+    study_dir, options = setup
+    with pytest.raises(ValueError, match=r"--workers 2 with data given in memory \(dataset=\)") as refused:
+        tune("proyecto1", trials=2, epochs=1, top_k=0, workers=2, storage=f"journal:{study_dir / 'study.journal'}",
+             study_dir=study_dir, dataset=make_dataset(train=80, test=40), **options)  # fmt: skip
+    assert "\n" not in str(refused.value) and "data=PATH, or use workers=1" in str(refused.value)
+    assert not study_dir.exists()  # refused before anything was written
+
+
+def test_pruning_is_off_when_the_schedule_length_is_searched_and_the_report_says_so(setup, tmp_path, monkeypatch):
+    _, options = setup
+    monkeypatch.setattr(workers_module, "run_trial", fake_trial)
+    result = tune("fast88", trials=1, epochs=6, top_k=0, study_dir=tmp_path / "fast", data=options["data"],
+                  precision="fp32", quiet=True)  # fmt: skip
+    note = ("pruning is off (--pruner median not applied): the space searches epochs and low_res_epochs, so trials "
+            "run schedules of different lengths")  # fmt: skip
+    assert any(n.startswith(note) for n in result.notes)
+    assert note in result.report.read_text()
+    search = search_module.prepare_search("fast88", space=None, workers=1, storage=None, study=None,
+                                          study_dir=tmp_path / "unfixed", epochs=6, seed=0, pruner="median",
+                                          heartbeat_seconds=None, quiet=True, overrides={})[0]  # fmt: skip
+    with search_module.opened_study(search) as study:
+        assert isinstance(study.pruner, optuna.pruners.NopPruner)
+    fixed = tmp_path / "fixed.toml"  # the schedule fixed: trials are comparable epoch by epoch, and pruned
+    fixed.write_text("epochs = 6\nlow_res_epochs = 2\n")
+    search, notes = search_module.prepare_search("fast88", space=fixed, workers=1, storage=None, study=None,
+                                                 study_dir=tmp_path / "fixed", epochs=None, seed=0, pruner="median",
+                                                 heartbeat_seconds=None, quiet=True, overrides={})  # fmt: skip
+    assert search.pruner == "median" and not any("pruning is off" in n for n in notes)
+
+
+def test_cuda_out_of_memory_fails_that_trial_only(setup, monkeypatch):
+    study_dir, options = setup
+    finish_run, calls = api.finish_run, []
+
+    def out_of_memory_first(config, **kwargs):
+        calls.append(config.out)
+        if len(calls) == 1:  # as a sampled width or batch size too large for the device would
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return finish_run(config, **kwargs)
+
+    monkeypatch.setattr(api, "finish_run", out_of_memory_first)
+    result = tune("proyecto1", trials=1, epochs=1, top_k=0, study_dir=study_dir, **options)
+    failed, finished = result.trials  # a failed trial does not count towards the budget: one more ran
+    assert failed.state.name == "FAIL" and finished.state.name in ("COMPLETE", "PRUNED")
+    error = failed.user_attrs["error"]
+    assert error.startswith("CUDA ran out of memory at ") and f"lr={failed.params['lr']:.3g}" in error
+
+
+# one of two workers starting together: load the journal study, then (at the parent's signal) fail its orphans
+ORPHAN_FAILER = """
+import sys, time
+from pathlib import Path
+import optuna
+from optuna.storages.journal import JournalFileBackend
+from cifarlab.tuning import workers
+journal, ready, go = sys.argv[1:]
+study = optuna.load_study(study_name="orphans", storage=optuna.storages.JournalStorage(JournalFileBackend(journal)))
+def gone_slowly(pid):  # widens the window between reading a trial's state and failing it
+    time.sleep(1.0)
+    return False
+workers._alive = gone_slowly
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.005)
+print(workers.fail_orphaned_trials(study, journal))
+"""
+
+
+def test_two_workers_starting_together_fail_an_orphaned_trial_once(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "study.journal"
+    study = optuna.create_study(study_name="orphans", storage=optuna.storages.JournalStorage(
+        JournalFileBackend(str(journal))))  # fmt: skip
+    orphan = study.ask()
+    orphan.suggest_float("lr", 1e-3, 1e-2)
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:999999")  # its worker is gone
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    failers = [subprocess.Popen([sys.executable, "-c", ORPHAN_FAILER, str(journal), str(tmp_path / f"ready-{i}"),
+                                 str(tmp_path / "go")], env=env, stdout=subprocess.PIPE, text=True)
+               for i in range(2)]  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    outputs = sorted(failer.communicate(timeout=300)[0].strip() for failer in failers)
+    assert [failer.returncode for failer in failers] == [0, 0]
+    assert outputs == ["[0]", "[]"]  # one of them failed it; the other, waiting its turn, found it failed
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"] and trials[1].user_attrs["retry_of"] == 0
+
+
+def test_two_commands_starting_together_draw_different_points(setup, tmp_path, monkeypatch):
+    _, options = setup
+    monkeypatch.setattr(workers_module, "run_trial", fake_trial)
+    first_points = []
+    for machine in ("a", "b"):  # each the first worker of its command, on an empty study, as two machines at once
+        search = prepare(options, tmp_path / machine, storage=f"journal:{tmp_path / machine / 'study.journal'}")
+        workers_module._work(search, 0, 1, 2, None, make_dataset(train=80, test=40))
+        with search_module.opened_study(search) as study:
+            first_points.append(study.trials[0].params)
+            assert study.sampler._constant_liar  # a storage others may join: running trials count as poor ones
+    assert first_points[0] != first_points[1]
+
+
+def test_every_storage_a_search_opens_is_closed(setup, monkeypatch):
+    study_dir, options = setup
+    opened, open_storage = [], StorageSpec.open
+
+    def recording(self, *args, **kwargs):
+        storage = open_storage(self, *args, **kwargs)
+        opened.append(storage)
+        return storage
+
+    monkeypatch.setattr(StorageSpec, "open", recording)
+    monkeypatch.setattr(workers_module, "run_trial", fake_trial)
+    tune("proyecto1", trials=2, epochs=1, top_k=0, study_dir=study_dir, **options)
+    assert len(opened) >= 3  # counting the study, the worker, the report
+    assert [storage.engine.pool.checkedin() for storage in opened] == [0] * len(opened)  # no pooled connection
+
+
+def test_a_retry_leaves_the_run_of_a_trial_still_training_alone(setup):
+    study_dir, options = setup
+    search = prepare(options, study_dir)
+    run = search_module.trial_dir(search, 0)
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")  # a trial in its first epoch, whose heartbeat stalled
+    trial = optuna.create_study().ask()  # its retry, as another worker starts it
+    data = without_test(api.load_training_data(search.base_config))
+    with locked_dir(run):  # its own worker still trains it
+        with pytest.raises(ValueError, match="is in use by another cifarlab process"):
+            search_module.run_trial(search, trial, data)
+    assert (run / "config.json").read_text() == "{}" and trial.user_attrs["error"].endswith("(a run still training?)")

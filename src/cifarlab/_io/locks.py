@@ -32,3 +32,24 @@ def locked_dir(path: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def waiting_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (made if missing) while the block runs, waiting for it if need be.
+
+    For a check-then-act that several processes may run at once (e.g. failing a study's orphaned trials): the
+    second waits, then sees what the first did. Advisory (flock), gone with the process; nothing is locked where
+    flock does not exist (Windows).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

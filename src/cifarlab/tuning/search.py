@@ -2,18 +2,23 @@
 
 Each trial is an ordinary run directory under `STUDY_DIR/trials/trial-NNNN` that reports its validation accuracy
 every epoch; Optuna's pruner stops the hopeless ones, and a trial never reads the test split (its dataset has an
-empty one). The study lives in a storage (see `storage`); running the same command again adds trials to it.
-`rerun` then trains the best trials again over new seeds, with the test split, against the preset itself.
+empty one). The study lives in a storage (see `storage`); running the same command again adds trials to it, and
+`workers` runs the trials. `rerun` then trains the best trials again over new seeds, with the test split, against
+the preset itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import math
-import multiprocessing
 import os
+import shutil
 import socket
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,20 +27,21 @@ import torch
 
 from cifarlab import api
 from cifarlab._io.atomic import write_json
+from cifarlab._io.locks import locked_dir
 from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 from cifarlab.data import Dataset
-from cifarlab.data.dataset import select_classes, with_validation, without_test
+from cifarlab.data.dataset import select_classes, with_validation
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.run_dir import METRICS_NAME
+from cifarlab.training.run_dir import METRICS_NAME, RunFiles
 from cifarlab.tuning.space import Space, cap_epochs, config_overrides, family_of, load_space
-from cifarlab.tuning.storage import StorageSpec, resolve_storage, retry_trial
+from cifarlab.tuning.storage import StorageSpec, resolve_storage
 
 STUDY_RECORD = "study.json"  # what the study searches; a continued study must search the same
 TRIALS_DIR = "trials"
 PRUNERS = ("median", "hyperband", "none")
 HOLD_OUT = 0.1  # validation fraction for a preset that trains on all its images (the fast recipes)
 BN_PROXY_STEPS = 1000  # fewer steps leave a Keras BatchNorm's moving variance carrying its starting 1 (0.99**t)
-FAILURES_IN_A_ROW = 5  # a worker whose last trials all failed stops: the error is the options', not one point's
+SCHEDULE_PARAMETERS = ("epochs", "low_res_epochs")  # searched, they make trials' epochs incomparable for a pruner
 
 
 @dataclass(frozen=True)
@@ -148,12 +154,15 @@ def prepare_search(
         raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)}; got {pruner!r}")
     base = api.resolve_config(preset, seed=seed, quiet=quiet, **overrides)
     family = family_of(base)
-    load_space(family, space)  # a bad space file fails now
+    searched = schedule_searched(cap_epochs(load_space(family, space), epochs))  # a bad space file fails now
     notes = []
     if base.data.val_size == 0:
         base = dataclasses.replace(base, data=dataclasses.replace(base.data, val_size=HOLD_OUT))
         notes.append(f"{preset} trains on every training image; the search holds out {HOLD_OUT:.0%} of them as its "
                      "validation split (trials and re-runs alike)")  # fmt: skip
+    if searched and pruner != "none":
+        notes.append(pruning_off_note(searched, pruner))
+        pruner = "none"
     name = study or preset
     folder = Path(study_dir) if study_dir is not None else Path("runs") / "tune" / name
     spec = resolve_storage(storage, folder, workers)
@@ -161,6 +170,20 @@ def prepare_search(
                     str(folder), spec, heartbeat_seconds, pruner, seed, quiet)  # fmt: skip
     _check_study_record(search)
     return search, notes
+
+
+def schedule_searched(space: Space) -> list[str]:
+    """The parameters of a trial's schedule length (epochs, low-resolution epochs) that the space varies."""
+    return [name for name in SCHEDULE_PARAMETERS
+            if name in space and (space[name].choices is None or len(space[name].choices) > 1)]  # fmt: skip
+
+
+def pruning_off_note(searched: list[str], pruner: str) -> str:
+    """Why a search whose schedule length varies runs without its pruner (a note in the report)."""
+    return (f"pruning is off (--pruner {pruner} not applied): the space searches {' and '.join(searched)}, so trials "
+            "run schedules of different lengths, and a pruner comparing them epoch by epoch would judge a long "
+            "trial's early epochs (still warming up, or at low resolution) against short trials' last ones and stop "
+            f"the long ones; fix {' and '.join(searched)} in --space to prune")  # fmt: skip
 
 
 def _check_study_record(search: Search) -> None:
@@ -177,16 +200,26 @@ def _check_study_record(search: Search) -> None:
     write_json(path, record)
 
 
-def open_study(search: Search, sampler_seed: int | None = None) -> Any:
-    """The study (created on first use), with its sampler and pruner."""
+@contextlib.contextmanager
+def opened_study(search: Search) -> Iterator[Any]:
+    """The study (created on first use), with its sampler and pruner; its storage is closed after the block.
+
+    The TPE sampler is unseeded, so each process draws from the operating system's entropy: workers, commands and
+    machines joining one study never repeat each other's start points. Where several processes may share the
+    study (journal and server storages) it runs with the constant liar, so they do not crowd the same point.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = search.storage.open(search.heartbeat_seconds)
-    return optuna.create_study(
-        study_name=search.study_name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed), pruner=_pruner(search.pruner),
-    )  # fmt: skip
+    try:
+        with warnings.catch_warnings():  # the constant liar is 'experimental' in Optuna 4
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(constant_liar=search.storage.kind != "sqlite")
+        yield optuna.create_study(study_name=search.study_name, storage=storage, direction="maximize",
+                                  load_if_exists=True, sampler=sampler, pruner=_pruner(search.pruner))  # fmt: skip
+    finally:
+        search.storage.close(storage)
 
 
 def _pruner(name: str) -> Any:
@@ -197,110 +230,6 @@ def _pruner(name: str) -> Any:
     if name == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
-
-
-def run_workers(search: Search, target: int, timeout: float | None, workers: int, dataset: Dataset | None) -> None:
-    """Run trials until the study holds `target` finished ones (or `timeout` seconds pass), on `workers` processes.
-
-    Raises:
-        RuntimeError: if a worker process failed.
-    """
-    if workers == 1:
-        _work(search, 0, 1, target, timeout, dataset)
-        return
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_work, args=(search, index, workers, target, timeout, None))
-                 for index in range(workers)]  # fmt: skip
-    for process in processes:
-        process.start()
-    try:
-        for process in processes:
-            process.join()
-    except KeyboardInterrupt:
-        for process in processes:
-            process.terminate()
-        raise
-    failed = [f"worker {i} (exit {p.exitcode})" for i, p in enumerate(processes) if p.exitcode]
-    if failed:
-        raise RuntimeError(f"{', '.join(failed)} failed; run the same command again to continue the study")
-
-
-def _work(
-    search: Search, index: int, workers: int, target: int, timeout: float | None, dataset: Dataset | None
-) -> None:
-    """Worker `index` of `workers`: open the study and run trials until it holds `target` finished ones."""
-    import optuna
-    from optuna.trial import TrialState
-
-    if workers > 1:  # the machine's cores, shared between the workers
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    # a different sampler seed per worker and per continuation, so no two draw the same random start points
-    study = open_study(search, sampler_seed=search.seed * 1000 + index + 7 * len(_finished(study_or_none(search))))
-    if search.storage.kind == "journal":
-        fail_orphaned_trials(study)
-    data = dataset if dataset is not None else api.load_training_data(search.base_config)
-    trial_data = without_test(data)
-    remaining = target - len(_finished(study))
-    if remaining <= 0:
-        return
-    failures = StopAfterFailures(FAILURES_IN_A_ROW)
-    study.optimize(
-        lambda trial: run_trial(search, trial, trial_data),
-        timeout=timeout,
-        # running trials count too, so workers stop starting trials as soon as the budget is spoken for
-        callbacks=[optuna.study.MaxTrialsCallback(target, states=(*_finished_states(), TrialState.RUNNING)), failures],
-        catch=(ValueError,),  # a point of the space the network cannot take fails that trial, not the search
-    )
-    if failures.stopped:
-        raise ValueError(f"{failures.limit} trials in a row failed, the last with: {failures.error}")
-
-
-class StopAfterFailures:
-    """An Optuna callback that stops the worker after `limit` failed trials in a row.
-
-    One point of the space the network cannot take fails its trial and the search goes on; but failures don't
-    count towards the trial budget, so an error every trial meets (options that leave no training images, say)
-    would otherwise start failing trials for ever.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.in_a_row, self.error = limit, 0, ""
-
-    @property
-    def stopped(self) -> bool:
-        """Whether the worker stopped for failures."""
-        return self.in_a_row >= self.limit
-
-    def __call__(self, study: Any, trial: Any) -> None:  # noqa: D102
-        if trial.state.name != "FAIL":
-            self.in_a_row = 0
-            return
-        self.in_a_row += 1
-        self.error = trial.user_attrs.get("error", "see the log above")
-        if self.stopped:
-            study.stop()
-
-
-def study_or_none(search: Search) -> Any:
-    """The study if it exists yet (for counting), else None."""
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=search.study_name, storage=search.storage.open())
-    except KeyError:
-        return None
-
-
-def _finished(study: Any) -> list[Any]:
-    if study is None:
-        return []
-    return study.get_trials(deepcopy=False, states=_finished_states())
-
-
-def _finished_states() -> tuple[Any, ...]:
-    import optuna
-
-    return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def trial_dir(search: Search, number: int) -> Path:
@@ -329,15 +258,47 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     forget_compiled_kernels()
     # a retried trial resumes its run, or keeps it when its worker died after the run was saved
     try:
+        clear_unstarted_run(run_dir)
         api.finish_run(search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning],
                        quiet=search.quiet, test=False)  # fmt: skip
     except ValueError as error:
         trial.set_user_attr("error", str(error))  # for StopAfterFailures' message
         raise
-    value = final_val_accuracy(run_dir)
-    if pruning.stop_message or _stopped_by_pruner(run_dir):
-        raise optuna.TrialPruned(pruning.stop_message or "pruned")
-    return value
+    except torch.cuda.OutOfMemoryError:
+        pass  # failed below, once this frame no longer holds the exception and the run's tensors its traceback keeps
+    else:
+        value = final_val_accuracy(run_dir)
+        if pruning.stop_message or _stopped_by_pruner(run_dir):
+            raise optuna.TrialPruned(pruning.stop_message or "pruned")
+        return value
+    release_device_memory()
+    shown = ", ".join(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+                      for name, value in values.items())  # fmt: skip
+    message = f"CUDA ran out of memory at {shown}: this trial failed, the search goes on"
+    trial.set_user_attr("error", message)
+    raise ValueError(message)  # the worker's catch: one trial fails, not the worker
+
+
+def clear_unstarted_run(run_dir: Path) -> None:
+    """Delete a trial's run that stopped before its first epoch ended (no resume state), under the run's lock.
+
+    A retry starts such a run again. The lock guards a live run: a worker whose heartbeat merely stalled still
+    trains its trial and holds the lock, and then the retry fails (ValueError naming the directory) instead of
+    deleting the run under it.
+    """
+    files = RunFiles(run_dir)
+    if not files.config.is_file() or files.resume.is_file() or files.is_finished():
+        return
+    with locked_dir(run_dir):
+        if files.config.is_file() and not files.resume.is_file() and not files.is_finished():  # as it was, locked
+            shutil.rmtree(run_dir)
+
+
+def release_device_memory() -> None:
+    """Return a failed trial's CUDA memory to the device, so that the next trial starts with all of it."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def forget_compiled_kernels() -> None:
@@ -388,35 +349,6 @@ class PruneOnValAccuracy(Callback):
             self.stop_message = (f"pruned by the search at epoch {epoch}: val_accuracy {value:.4f} is below what "
                                  "the pruner expects of a trial at that epoch")  # fmt: skip
             self.trainer.stop_training = True
-
-
-def fail_orphaned_trials(study: Any) -> list[int]:
-    """Journal storage has no heartbeat: fail the running trials whose worker on this machine is gone, and retry them.
-
-    Returns:
-        The numbers of the trials failed (each is enqueued again with `retry_of`, and resumes its run).
-    """
-    import optuna
-
-    host, failed = socket.gethostname(), []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        retry_trial(study, trial)
-        failed.append(trial.number)
-    return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def wait_seconds(text: str | None) -> float | None:

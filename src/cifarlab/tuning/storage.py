@@ -60,6 +60,12 @@ class StorageSpec:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"--storage {self.shown}: cannot open the study database ({first})") from None
 
+    def close(self, storage: Any) -> None:
+        """Give back what `open` took: a database storage's session and pooled connections (a server counts them)."""
+        if self.kind != "journal":
+            storage.remove_session()
+            storage.engine.dispose()
+
 
 MAX_RETRIES = 2  # a trial whose worker died is retried this many times, then left failed
 

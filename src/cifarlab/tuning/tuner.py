@@ -11,7 +11,8 @@ from cifarlab import api
 from cifarlab.data import Dataset
 from cifarlab.reports.study_report import STUDY_REPORT, RerunRow, StudyFacts, TrialFacts, write_study_report
 from cifarlab.tuning.rerun import Candidate, rerun, rerun_seeds, rerun_table, winner, write_best_toml
-from cifarlab.tuning.search import Search, open_study, prepare_search, run_workers, short_proxy_note, wait_seconds
+from cifarlab.tuning.search import Search, opened_study, prepare_search, short_proxy_note, wait_seconds
+from cifarlab.tuning.workers import finished_trials, run_workers
 
 
 @dataclass
@@ -67,11 +68,13 @@ def tune(
         heartbeat_seconds: database storages: a trial whose worker stopped beating this long (x2) is failed and
             retried, resuming its run.
         quiet: no progress bars or per-epoch lines.
-        dataset: data already in memory (otherwise the data options say where to load it from).
+        dataset: data already in memory (otherwise the data options say where to load it from); one worker only,
+            since worker processes load their data from the data options.
         **overrides: data and machine options of the runs (`data=`, `val_size=`, `precision=`, ...).
 
     Raises:
-        ValueError: for a bad option, space, storage or study folder (one line each), before anything trains.
+        ValueError: for a bad option, space, storage or study folder, or `dataset` with several workers (one line
+            each), before anything trains.
 
     Example:
         >>> result = cifarlab.tune("fast88", trials=30, epochs=5, data="../shared/datasets/cifar10-jpeg")
@@ -81,12 +84,15 @@ def tune(
 
     if trials < 0 or top_k < 0 or seeds < 1:
         raise ValueError("--trials and --top-k must be 0 or more and --rerun-seeds at least 1")
+    if dataset is not None and workers > 1:
+        raise ValueError(f"--workers {workers} with data given in memory (dataset=): worker processes load their "
+                         "data from the data options; give its folder as data=PATH, or use workers=1")  # fmt: skip
     seconds = wait_seconds(timeout) if isinstance(timeout, str) else timeout
     search, notes = prepare_search(preset, space=space, workers=workers, storage=storage, study=study,
                                    study_dir=study_dir, epochs=epochs, seed=seed, pruner=pruner,
                                    heartbeat_seconds=heartbeat_seconds, quiet=quiet, overrides=overrides)  # fmt: skip
-    study_handle = open_study(search)
-    finished = [t for t in study_handle.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"]
+    with opened_study(search) as study_handle:
+        finished = len(finished_trials(study_handle))
     data = dataset if dataset is not None else api.load_training_data(search.base_config)
     proxy_note = short_proxy_note(search, data)
     if proxy_note is not None:
@@ -94,9 +100,10 @@ def tune(
     if trials:
         if proxy_note is not None:
             warnings.warn(proxy_note, stacklevel=2)
-        run_workers(search, len(finished) + trials, seconds, workers, data if workers == 1 else None)
-    study_handle = open_study(search)
-    done = sorted(study_handle.get_trials(deepcopy=True), key=lambda t: t.number)
+        run_workers(search, finished + trials, seconds, workers, data if workers == 1 else None)
+    with opened_study(search) as study_handle:
+        done = sorted(study_handle.get_trials(deepcopy=True), key=lambda t: t.number)
+        importances = _importances(study_handle, sum(t.state.name == "COMPLETE" for t in done))
     complete = sorted((t for t in done if t.state.name == "COMPLETE"), key=lambda t: -t.value)
     candidates, best, best_toml, table = [], None, None, ""
     if top_k and complete:
@@ -105,7 +112,7 @@ def tune(
         best_toml = write_best_toml(search, best)
         table = rerun_table(candidates, best)
     ranked = [t.number for t in complete[:top_k]]  # the re-run trials, in the candidates' order
-    facts = study_facts(search, study_handle, done, candidates, ranked, best, best_toml, table, notes)
+    facts = study_facts(search, importances, done, candidates, ranked, best, best_toml, table, notes)
     report = write_study_report(Path(search.study_dir) / STUDY_REPORT, facts)  # all pruned or failed: shows why
     if not complete and top_k:
         raise ValueError(f"study {search.study_name!r} has no completed trial yet (all pruned or failed; see "
@@ -115,7 +122,7 @@ def tune(
 
 def study_facts(
     search: Search,
-    study: Any,
+    importances: tuple[dict[str, float], str, str],
     trials: list[Any],
     candidates: list[Candidate],
     ranked: list[int],
@@ -124,7 +131,7 @@ def study_facts(
     table: str,
     notes: list[str],
 ) -> StudyFacts:
-    """The plain values of the study report: the trials (FrozenTrials), importances and the re-runs."""
+    """The plain values of the study report: the trials (FrozenTrials), importances (`_importances`), re-runs."""
     facts = [
         TrialFacts(
             number=t.number,
@@ -137,7 +144,7 @@ def study_facts(
         )
         for t in trials
     ]
-    importances, method, why = _importances(study, sum(t.state.name == "COMPLETE" for t in trials))
+    values, method, why = importances
     rows = []
     for i, c in enumerate(candidates):
         mean, std = c.test_mean_std
@@ -148,7 +155,7 @@ def study_facts(
     space = {name: param.describe() for name, param in search.space.items()}
     verdict = table.strip().splitlines()[-1] if table.strip() else ""
     return StudyFacts(search.study_name, search.preset, Path(search.study_dir), space, search.storage.shown,
-                      search.epochs_cap, facts, importances, method, why, rows, verdict, best_toml,
+                      search.epochs_cap, facts, values, method, why, rows, verdict, best_toml,
                       list(notes))  # fmt: skip
 
 
