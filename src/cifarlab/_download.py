@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from cifarlab.progress import progress_bar
 
 _CHUNK_BYTES = 1 << 20  # 1 MiB, for reading files and network responses
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -172,7 +172,7 @@ def _write_body(response: http.client.HTTPResponse, part: Path, offset: int, *, 
     received = 0
     with (
         open(part, mode) as f,
-        tqdm(
+        progress_bar(
             total=total,
             initial=offset,
             unit="B",

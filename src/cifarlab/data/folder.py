@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from cifarlab._download import cache_home
 from cifarlab._io.cache_file import read_cache, write_cache
 from cifarlab.data.dataset import Dataset, Split
 from cifarlab.inference.images import IMAGE_SUFFIXES, decode_image
+from cifarlab.progress import progress_bar
 
 _SPLITS = ("train", "test", "val")
 # bump when decoding or the cache layout changes, so old cache files stop matching (2: alpha onto white,
@@ -305,21 +305,21 @@ def _decode_files(paths: list[str], image_size: int, workers: int, progress: boo
     chunk_size = max(64, min(1024, len(paths) // (workers * 8) + 1))
     starts = range(0, len(paths), chunk_size)
 
-    def store(start: int, result: tuple[np.ndarray, dict[int, str]], bar: tqdm) -> None:
+    def store(start: int, result: tuple[np.ndarray, dict[int, str]], bar: Any) -> None:
         chunk, chunk_errors = result
         images[start : start + len(chunk)] = chunk
         errors.update({start + i: message for i, message in chunk_errors.items()})
         bar.update(len(chunk))
 
     if workers == 1 or len(paths) < _MIN_PARALLEL_FILES:
-        with tqdm(total=len(paths), desc="decoding images", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(paths), desc="decoding images", unit="img", disable=not progress) as bar:
             for start in starts:
                 store(start, _decode_chunk(paths[start : start + chunk_size], image_size), bar)
         return images, errors
     with _pool(workers) as pool:
         # submit before tqdm starts its monitor thread, so the workers fork from a single-threaded process
         futures = {pool.submit(_decode_chunk, paths[s : s + chunk_size], image_size): s for s in starts}
-        with tqdm(total=len(paths), desc="decoding images", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(paths), desc="decoding images", unit="img", disable=not progress) as bar:
             for future in as_completed(futures):
                 store(futures[future], future.result(), bar)
     return images, errors

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from cifarlab.data.dataset import Split
 from cifarlab.data.loader import BatchLoader, Normalization
 from cifarlab.device import autocast
+from cifarlab.progress import progress_bar
 
 # Images per evaluation batch. At 1000, a batch's activations are too large for the allocator to keep: every batch
 # maps fresh pages, and on 2 CPU cores the page faults took a quarter of an AirNet evaluation with TTA (166-200
@@ -88,7 +88,8 @@ def predict_logits(
     device = split.images.device
     loader = BatchLoader(split, batch_size, normalization, channels_last=channels_last)
     outputs = []
-    with autocast(device, precision), tqdm(total=len(loader), desc=desc, unit="batch", disable=not progress) as bar:
+    bar = progress_bar(total=len(loader), desc=desc, unit="batch", disable=not progress)
+    with autocast(device, precision), bar:
         for inputs, _ in loader:
             outputs.append(forward(inputs).float())
             bar.update(1)

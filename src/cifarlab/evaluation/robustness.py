@@ -10,9 +10,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tqdm.auto import tqdm
-
 from cifarlab.data.dataset import Split
+from cifarlab.progress import progress_bar
 
 # AugMix (ICLR 2020): CIFAR-10-C mean corruption error (%) of four networks, as the paper's table gives it (rounded)
 AUGMIX_2020_CIFAR10C_ERROR = {"standard training": (27, 31), "AugMix": (11, 15)}
@@ -42,7 +41,7 @@ def corruption_accuracy(
     results: dict[str, dict[str, float]] = {}
     clean = classifier.evaluate(split).accuracy
     cells = [(name, severity) for name in corruptions for severity in severities]
-    with tqdm(total=len(cells), desc="corruptions", unit="set", disable=not progress) as bar:
+    with progress_bar(total=len(cells), desc="corruptions", unit="set", disable=not progress) as bar:
         for name, severity in cells:
             # one seed per (corruption, severity), so a subset of them reproduces the full table's numbers
             images = corrupt(split.images.cpu(), name, severity, seed=_cell_seed(seed, name, severity))
