@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cifarlab.evaluation.corruptions import CORRUPTIONS, FAMILIES, corrupt, parse_corruptions, parse_severities
+from cifarlab.evaluation.corruption_names import CORRUPTIONS, FAMILIES, parse_corruptions, parse_severities
+from cifarlab.evaluation.corruptions import corrupt
 
 RANDOM = {
     "gaussian_noise",

@@ -452,7 +452,8 @@ def robustness(
         ValueError: for an unknown corruption or severity, a bad --images, or data whose classes differ.
         FileNotFoundError: if `run_dir` is not a finished run.
     """
-    from cifarlab.evaluation.corruptions import corrupt, parse_corruptions, parse_severities
+    from cifarlab.evaluation.corruption_names import parse_corruptions, parse_severities
+    from cifarlab.evaluation.corruptions import corrupt
     from cifarlab.evaluation.robustness import corruption_accuracy
     from cifarlab.reports import figures
 

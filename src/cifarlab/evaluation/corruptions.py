@@ -34,7 +34,6 @@ Deviations, each a substitute for something not available here:
 
 from __future__ import annotations
 
-import difflib
 import functools
 import io
 import math
@@ -46,14 +45,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "frost", "fog", "brightness"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
-}
-CORRUPTIONS: tuple[str, ...] = tuple(name for members in FAMILIES.values() for name in members)
-SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+from cifarlab.evaluation.corruption_names import CORRUPTIONS, check_severity, unknown_corruption
 
 # Published CIFAR-10-C parameters, one entry per severity 1..5.
 _GAUSSIAN = (0.04, 0.06, 0.08, 0.09, 0.10)  # std on [0, 1]
@@ -358,19 +350,6 @@ _OPS: dict[str, _Op] = {
 }
 
 
-def _unknown(value: str, choices: tuple[str, ...]) -> ValueError:
-    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.7)
-    close += [c for c in choices if value and c.startswith(value.lower()) and c not in close]  # "jpeg", "zoom"
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return ValueError(f"unknown corruption {value!r}{hint} (choose from: {', '.join(choices)})")
-
-
-def _check_severity(severity: object) -> int:
-    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
-        raise ValueError(f"severity must be an integer in 1..5; got {severity!r}")
-    return severity
-
-
 def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Tensor:
     """Apply one CIFAR-10-C corruption to a batch of images.
 
@@ -387,8 +366,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
         ValueError: for an unknown name, a severity outside 1..5, or images that are not uint8 (N, 3, H, W).
     """
     if not isinstance(name, str) or name not in _OPS:
-        raise _unknown(str(name), CORRUPTIONS)
-    _check_severity(severity)
+        raise unknown_corruption(str(name), CORRUPTIONS)
+    check_severity(severity)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a uint8 tensor of shape (N, 3, H, W); got {got}")
@@ -397,62 +376,3 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     out = _OPS[name](images.detach().cpu().contiguous(), severity - 1, rng, gen)
     return out.to(images.device)
-
-
-def parse_corruptions(text: str | None) -> tuple[str, ...]:
-    """Parse a comma-separated list of corruption and family names (a CLI value).
-
-    Args:
-        text: e.g. "gaussian_noise,blur"; None or "all" means all 15. Case and '-' for '_' are forgiven.
-
-    Returns:
-        Corruption names in the order given, families expanded, duplicates dropped.
-
-    Raises:
-        ValueError: naming an unknown entry and the closest valid ones, or if the list is empty.
-    """
-    if text is None or text.strip().lower() == "all":
-        return CORRUPTIONS
-    choices = (*CORRUPTIONS, *FAMILIES, "all")
-    names: list[str] = []
-    for token in text.split(","):
-        key = token.strip().lower().replace("-", "_")
-        if not key:
-            continue
-        if key not in choices:
-            raise _unknown(token.strip(), choices)
-        for member in CORRUPTIONS if key == "all" else FAMILIES.get(key, (key,)):
-            if member not in names:
-                names.append(member)
-    if not names:
-        raise ValueError(f"no corruption given in {text!r} (choose from: {', '.join(choices)})")
-    return tuple(names)
-
-
-def parse_severities(text: str | None) -> tuple[int, ...]:
-    """Parse a comma-separated list of severities (a CLI value).
-
-    Args:
-        text: e.g. "1,3,5"; None or "all" means 1..5.
-
-    Returns:
-        The severities in the order given, duplicates dropped.
-
-    Raises:
-        ValueError: for an entry that is not an integer in 1..5, or an empty list.
-    """
-    if text is None or text.strip().lower() == "all":
-        return SEVERITIES
-    values: list[int] = []
-    for token in (t.strip() for t in text.split(",")):
-        if not token:
-            continue
-        try:
-            value = int(token)
-        except ValueError:
-            raise ValueError(f"severity must be an integer in 1..5; got {token!r}") from None
-        if _check_severity(value) not in values:
-            values.append(value)
-    if not values:
-        raise ValueError(f"no severity given in {text!r}; use integers in 1..5")
-    return tuple(values)
