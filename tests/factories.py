@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -10,7 +11,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cifarlab import api
 from cifarlab.data import Dataset, Split
+from cifarlab.training.history import History
 
 
 def make_split(n: int, num_classes: int = 4, size: int = 32, seed: int = 0) -> Split:
@@ -46,6 +49,28 @@ def write_image_folder(root: Path, dataset: Dataset) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
     return root
+
+
+def fake_run(root: Path, name: str, preset: str, seed: int, accuracy: float, seconds: float = 60.0,
+             **overrides) -> Path:  # fmt: skip
+    """A finished run's files as `cifarlab train` writes them, with chosen numbers (no training)."""
+    run = root / name
+    run.mkdir(parents=True)
+    config = api.resolve_config(preset, seed=seed, out=str(run), **overrides)
+    dataset = {"source": "synthetic", "class_names": ["a", "b"], "train": 400, "val": 100, "test": 100}
+    record = {"config": config.to_dict(), "device": "cpu", "precision": "fp32", "dataset": dataset}
+    (run / "config.json").write_text(json.dumps(record))
+    history = History()
+    for epoch in (1, 2, 3):
+        history.append({"epoch": epoch, "loss": 1 / epoch, "accuracy": 0.5, "val_loss": 1.0,
+                        "val_accuracy": accuracy - 0.01 * (3 - epoch), "lr": 1e-3, "seconds": seconds / 3})  # fmt: skip
+    history.to_csv(run / "history.csv")
+    metrics = {"test_accuracy": accuracy, "epochs_run": 3, "best_epoch": 3, "train_seconds": seconds,
+               "val_accuracy": accuracy, "val_loss": 1.0, "params": {"total": 1000, "trainable": 900,
+               "non_trainable": 100}, "stopped": "last epoch (3 of 3)",
+               "test": {"loss": 1.0, "accuracy": accuracy, "class_names": ["a", "b"]}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
 
 
 def load_script(name: str) -> ModuleType:

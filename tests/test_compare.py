@@ -1,7 +1,6 @@
 import csv
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -9,28 +8,7 @@ from cifarlab import api
 from cifarlab.cli import main
 from cifarlab.reports.compare import compare_runs, write_comparison
 from cifarlab.training.history import History
-
-
-def fake_run(root: Path, name: str, preset: str, seed: int, accuracy: float, seconds: float = 60.0,
-             **overrides) -> Path:  # fmt: skip
-    """A finished run's files as `cifarlab train` writes them, with chosen numbers (no training)."""
-    run = root / name
-    run.mkdir(parents=True)
-    config = api.resolve_config(preset, seed=seed, out=str(run), **overrides)
-    dataset = {"source": "synthetic", "class_names": ["a", "b"], "train": 400, "val": 100, "test": 100}
-    record = {"config": config.to_dict(), "device": "cpu", "precision": "fp32", "dataset": dataset}
-    (run / "config.json").write_text(json.dumps(record))
-    history = History()
-    for epoch in (1, 2, 3):
-        history.append({"epoch": epoch, "loss": 1 / epoch, "accuracy": 0.5, "val_loss": 1.0,
-                        "val_accuracy": accuracy - 0.01 * (3 - epoch), "lr": 1e-3, "seconds": seconds / 3})  # fmt: skip
-    history.to_csv(run / "history.csv")
-    metrics = {"test_accuracy": accuracy, "epochs_run": 3, "best_epoch": 3, "train_seconds": seconds,
-               "val_accuracy": accuracy, "val_loss": 1.0, "params": {"total": 1000, "trainable": 900,
-               "non_trainable": 100}, "stopped": "last epoch (3 of 3)",
-               "test": {"loss": 1.0, "accuracy": accuracy, "class_names": ["a", "b"]}}  # fmt: skip
-    (run / "metrics.json").write_text(json.dumps(metrics))
-    return run
+from tests.factories import fake_run
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,18 +22,20 @@ from cifarlab.config import (
     config_from_dict,
     load_toml,
 )
-from cifarlab.data import Dataset, Split, load_dataset
-from cifarlab.data.dataset import balanced_first, select_classes
+from cifarlab.data import Dataset, load_dataset
 from cifarlab.device import describe_hardware
+from cifarlab.display.figures import history_figure
+from cifarlab.display.html import run_html
+from cifarlab.display.live import notebook_callbacks
 from cifarlab.evaluation.calibration import MIN_CALIBRATION_IMAGES, fit_temperature
 from cifarlab.evaluation.metrics import EvalResult
 from cifarlab.inference.classifier import Classifier
 from cifarlab.inference.explain import explain_mistakes
-from cifarlab.inference.load import load
 from cifarlab.models.registry import list_models, unknown_name_message
 from cifarlab.models.summary import count_params
 from cifarlab.presets import DEFAULT_PRESET, get_preset
 from cifarlab.reports.report import write_report
+from cifarlab.scoring import evaluate, robustness  # noqa: F401  (cifarlab.api.evaluate, .robustness)
 from cifarlab.training.callbacks import Callback, stop_reason
 from cifarlab.training.distributed import Distributed, env_rank, init_from_env
 from cifarlab.training.history import History
@@ -42,6 +44,9 @@ from cifarlab.training.run_dir import RunFiles, make_run_dir, run_record
 from cifarlab.training.signals import TrainingStopped
 from cifarlab.training.trainer import Trainer
 from cifarlab.transfer.trainer import TransferTrainer
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None, **overrides: Any) -> RunConfig:
@@ -93,6 +98,13 @@ class RunResult:
         if self.test is not None:
             parts.append(f"test accuracy {self.test.accuracy:.4f}")
         return ", ".join(parts)
+
+    def _repr_html_(self) -> str:
+        return run_html(self)
+
+    def plot(self) -> Figure:
+        """The seed's two plots, loss and accuracy per epoch, train against validation (a matplotlib Figure)."""
+        return history_figure(self.history, self.config.preset)
 
 
 def _make_shared_run_dir(config: RunConfig, dist: Distributed) -> Path:
@@ -271,6 +283,7 @@ def load_training_data(config: RunConfig) -> Dataset:
 
 def _make_trainer(config: RunConfig, dataset: Dataset, run_dir: Path, callbacks: list[Callback] | None) -> Trainer:
     trainer_class = TransferTrainer if config.transfer.backbone is not None else Trainer
+    callbacks = [*(callbacks or []), *notebook_callbacks(config)]  # in Jupyter: the run's bar and live curves
     return trainer_class(config, dataset, run_dir=run_dir, callbacks=callbacks)
 
 
@@ -381,99 +394,3 @@ def _finish_run(trainer: Trainer, run_dir: Path) -> None:
     for callback in trainer.callbacks:
         if hasattr(callback, "on_run_saved"):
             callback.on_run_saved(run_dir)
-
-
-def evaluate(
-    path: str | Path,
-    *,
-    data: str | None = None,
-    data_dir: str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    progress: bool = True,
-) -> EvalResult:
-    """Evaluate a saved model on the test split of a dataset (by default the one it was trained on).
-
-    Raises:
-        ValueError: if the dataset's classes differ from the model's.
-    """
-    classifier = load(path, device=device, precision=precision)
-    return classifier.evaluate(_test_split(classifier, data, data_dir, progress))
-
-
-def _test_split(classifier: Any, data: str | None, data_dir: str | None, progress: bool) -> Split:
-    """The test split a saved model is judged on: `data`, or the data it was trained on, in its classes.
-
-    Raises:
-        ValueError: if the dataset's classes differ from the model's.
-    """
-    source = data or classifier.meta.get("data_source") or "cifar10"
-    if data is None and data_dir is None:  # the data the model was trained on, from where it was read
-        data_dir = classifier.meta.get("data_dir")
-    dataset = load_dataset(source, data_dir=data_dir, image_size=classifier.image_size, progress=progress)
-    if dataset.class_names != classifier.class_names and set(classifier.class_names) <= set(dataset.class_names):
-        # a run trained with --classes: its classes, relabelled in its order
-        dataset = select_classes(dataset, tuple(classifier.class_names), None, 0)
-    if dataset.class_names != classifier.class_names:
-        raise ValueError(
-            f"the classes of {source} ({', '.join(dataset.class_names)}) differ from the model's "
-            f"({', '.join(classifier.class_names)})"
-        )
-    return dataset.test
-
-
-def robustness(
-    run_dir: str | Path,
-    *,
-    data: str | None = None,
-    corruptions: str | None = None,
-    severities: str | None = None,
-    images: int | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Accuracy of a run's model under the CIFAR-10-C corruptions; writes RUN_DIR/robustness.json and the report.
-
-    Args:
-        run_dir: a finished run directory.
-        data: where the test images are (default: the run's own data).
-        corruptions: comma-separated corruption or family names (noise, blur, weather, digital); default all 15.
-        severities: comma-separated severities in 1..5; default all.
-        images: use N test images, the first of each class in turn (default all; CIFAR-10's 10000 at 75 corrupted
-            sets take a while).
-        seed: seed of the random corruptions (each corruption and severity gets its own from it).
-        device: 'auto', 'cpu' or 'cuda'.
-        precision: 'auto', 'bf16' or 'fp32'.
-        progress: show a progress bar.
-
-    Raises:
-        ValueError: for an unknown corruption or severity, a bad --images, or data whose classes differ.
-        FileNotFoundError: if `run_dir` is not a finished run.
-    """
-    from cifarlab.evaluation.corruption_names import parse_corruptions, parse_severities
-    from cifarlab.evaluation.corruptions import corrupt
-    from cifarlab.evaluation.robustness import corruption_accuracy
-    from cifarlab.reports import figures
-
-    names, levels = parse_corruptions(corruptions), parse_severities(severities)
-    if images is not None and images < 1:
-        raise ValueError(f"--images must be at least 1, got {images}")
-    files = RunFiles(Path(run_dir))
-    if not files.is_finished():
-        raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
-    classifier = load(run_dir, device=device, precision=precision)
-    split = _test_split(classifier, data, None, progress)
-    if images is not None:
-        split = split.subset(balanced_first(split.labels, images))
-    result = corruption_accuracy(classifier, split, names, levels, seed=seed, progress=progress)
-    result = {**result, "tta": classifier.tta, "data": data or classifier.meta.get("data_source"),
-              "example_severity": 3 if 3 in levels else levels[len(levels) // 2]}  # fmt: skip
-    first = split.images[:1].cpu()  # the first test image at severity 3 (or the nearest measured) of each corruption
-    shown = result["example_severity"]
-    examples = {"clean": first[0].numpy()} | {
-        name: corrupt(first, name, shown, seed=seed)[0].numpy() for name in names}  # fmt: skip
-    files.write_robustness(result, figures.corruption_examples_png(examples))
-    write_report(run_dir)
-    return result

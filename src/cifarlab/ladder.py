@@ -14,10 +14,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from cifarlab import api
 from cifarlab._download import cache_home
@@ -27,10 +26,16 @@ from cifarlab.data import Dataset
 from cifarlab.data.dataset import validation_count
 from cifarlab.device import autocast, resolve_device, resolve_precision
 from cifarlab.presets import get_preset
+from cifarlab.progress import progress_bar, write
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.run_dir import RunFiles
 from cifarlab.transfer import preset_model
 from cifarlab.transfer.weights import PRETRAINED_URLS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from cifarlab.reports.compare import Comparison
 
 SEED_LADDER = tuple(f"proyecto{n}" for n in range(1, 10))
 LADDER_RECORD = "ladder.json"
@@ -175,7 +180,7 @@ def run_ladder(
     dataset: Dataset | None = None,
     callbacks: list[Callback] | None = None,
     **overrides: Any,
-) -> list[api.RunResult | None]:
+) -> LadderResult:
     """Train a ladder of presets one after another, skipping finished runs and resuming an interrupted one.
 
     Args:
@@ -191,7 +196,8 @@ def run_ladder(
         **overrides: config overrides for every run (e.g. `data="../shared/datasets/cifar10-jpeg"`).
 
     Returns:
-        For each run, in order, its RunResult (None for a run that had finished before this call).
+        A LadderResult: a list holding, for each run in order, its RunResult (None for a run that had finished
+        before this call), and the comparison, which a notebook shows as a table and a chart.
 
     Example:
         >>> cifarlab.run_ladder(["proyecto1", "proyecto4"], seeds=[0, 1], epochs_scale=0.1, data="folder")
@@ -215,13 +221,14 @@ def run_ladder(
     if dataset is None and not all(run.finished for run in runs):
         dataset = api.load_training_data(runs[0].config)  # once: every rung shares the same cached images
     estimate = _CostModel(runs, len(dataset.train) if dataset is not None else 0)
-    bar = tqdm(total=len(runs), desc="ladder", unit="run", position=0, dynamic_ncols=True, disable=quiet)
+    bar = progress_bar(total=len(runs), desc="ladder", unit="run", position=0, dynamic_ncols=True, disable=quiet,
+                       leave=True, outer=True)  # fmt: skip
     for copy in {run.preset: run for run in runs if run.same_code_as}.values():
-        tqdm.write(f"ladder: {copy.preset} is {copy.same_code_as}'s code (the same recipe); it runs at seed "
+        write(f"ladder: {copy.preset} is {copy.same_code_as}'s code (the same recipe); it runs at seed "
                    f"{copy.seed} and on, adding seeds of that code instead of repeating a run")  # fmt: skip
     for run in runs:
         if run.finished:
-            tqdm.write(f"ladder: {run.run_dir} has finished; skipped")
+            write(f"ladder: {run.run_dir} has finished; skipped")
             estimate.done(run)
             results.append(None)
             bar.update(1)
@@ -229,22 +236,53 @@ def run_ladder(
         if not quiet:
             bar.set_postfix_str(f"{run.preset} s{run.seed}; {estimate.describe_left()}")
         if run.resumable:
-            tqdm.write(f"ladder: resuming {run.run_dir}")
+            write(f"ladder: resuming {run.run_dir}")
         elif run.run_dir.exists():
-            tqdm.write(f"ladder: {run.run_dir} stopped before its first epoch; starting it again")
+            write(f"ladder: {run.run_dir} stopped before its first epoch; starting it again")
         result = api.finish_run(run.config, dataset=dataset, callbacks=callbacks)
         assert result is not None  # finished runs were skipped above
         estimate.done(run)
-        tqdm.write(f"ladder: {result.summary()}")
-        tqdm.write(result.test.percent())
+        write(f"ladder: {result.summary()}")
+        write(result.test.percent())
         results.append(result)
         bar.update(1)
     bar.close()
+    ladder = LadderResult(results, runs_dir=runs_dir)
     if compare:
-        from cifarlab.reports.compare import write_comparison
+        from cifarlab.reports.compare import comparison
 
-        print(write_comparison([run.run_dir for run in runs if run.finished], runs_dir))
-    return results
+        ladder.comparison = comparison([run.run_dir for run in runs if run.finished], runs_dir)
+        print(ladder.comparison)
+    return ladder
+
+
+class LadderResult(list):
+    """What `run_ladder` returns: each run's RunResult, in order, and the comparison of them all.
+
+    A run that had finished before the call is None in the list; `comparison` is None with `compare=False`.
+    """
+
+    def __init__(self, results: list[api.RunResult | None], runs_dir: Path) -> None:
+        super().__init__(results)
+        self.runs_dir = runs_dir
+        self.comparison: Comparison | None = None
+
+    def _repr_html_(self) -> str:
+        from cifarlab.display.html import comparison_html, run_html
+
+        if self.comparison is not None:
+            return comparison_html(self.comparison, kind="ladder")
+        return "".join(run_html(result) for result in self if result is not None)
+
+    def plot(self) -> Figure:
+        """Each step's test accuracy beside the seed's (see `Comparison.plot`).
+
+        Raises:
+            ValueError: for a ladder run with `compare=False`.
+        """
+        if self.comparison is None:
+            raise ValueError("this ladder ran with compare=False: compare its runs with cifarlab.reports.compare")
+        return self.comparison.plot()
 
 
 class _CostModel:

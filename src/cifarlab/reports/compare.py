@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 from cifarlab._io.atomic import write_text
@@ -85,8 +86,46 @@ def within_spread(groups: Sequence[RunGroup]) -> list[tuple[RunGroup, RunGroup, 
     return flagged
 
 
-def write_comparison(run_dirs: list[Path], out_dir: Path) -> str:
-    """Compare finished runs: write compare.html and compare.csv into `out_dir`; return the terminal table.
+@dataclass
+class Comparison:
+    """Finished runs compared: their configurations (seeds grouped), and where compare.html and compare.csv went."""
+
+    groups: list[RunGroup]
+    flagged: list[tuple[RunGroup, RunGroup, float, float]]  # groups closer than their seed spread (`within_spread`)
+    out_dir: Path
+
+    @property
+    def html_path(self) -> Path:
+        """compare.html: the table, the scatter plots, every run's curves."""
+        return self.out_dir / COMPARE_HTML
+
+    @property
+    def csv_path(self) -> Path:
+        """compare.csv: one row per run."""
+        return self.out_dir / COMPARE_CSV
+
+    def flag_lines(self) -> list[str]:
+        """One line per pair of groups closer than their seed spread."""
+        return _flag_texts(self.flagged)
+
+    def __str__(self) -> str:
+        """The terminal table, then the flagged pairs."""
+        return _terminal_table([_group_row(group) for group in self.groups]) + _flag_lines(self.flagged, plain=True)
+
+    def _repr_html_(self) -> str:
+        from cifarlab.display.html import comparison_html
+
+        return comparison_html(self)
+
+    def plot(self) -> Figure:
+        """Each configuration's test accuracy (mean ± std over seeds) beside the seed's Keras figure."""
+        from cifarlab.display.html import comparison_figure
+
+        return comparison_figure(self)
+
+
+def comparison(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Comparison:
+    """Compare finished runs and write compare.html and compare.csv into `out_dir`.
 
     Args:
         run_dirs: finished run directories (each with config.json, metrics.json and history.csv).
@@ -106,16 +145,20 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> str:
     flagged = within_spread(groups)
     out_dir = Path(out_dir)
     rows = [_group_row(group) for group in groups]
-    text = _terminal_table(rows) + _flag_lines(flagged, plain=True)
     write_text(out_dir / COMPARE_CSV, _csv(groups))
     write_text(out_dir / COMPARE_HTML, _html(groups, rows, flagged))
-    return text
+    return Comparison(groups, flagged, out_dir)
 
 
-def compare_runs(
+def write_comparison(run_dirs: list[Path], out_dir: Path) -> str:
+    """`comparison`, returning its terminal table."""
+    return str(comparison(run_dirs, out_dir))
+
+
+def compare(
     run_dirs: Sequence[str | Path] = (), *, runs_dir: str | Path = "runs", out_dir: str | Path | None = None
-) -> str:
-    """`cifarlab compare`: compare the named runs, or every finished run under `runs_dir`.
+) -> Comparison:
+    """Compare the named runs, or every finished run under `runs_dir`; write compare.html and compare.csv.
 
     Args:
         run_dirs: finished run directories; none = every finished run under `runs_dir`.
@@ -127,7 +170,7 @@ def compare_runs(
         ValueError: if there is no run to compare.
 
     Returns:
-        The terminal table, and a line saying where compare.html and compare.csv went.
+        The Comparison: its text is the terminal table, and a notebook shows it as a table and a chart.
     """
     if run_dirs:
         paths = [Path(p) for p in run_dirs]
@@ -139,9 +182,15 @@ def compare_runs(
         if not paths:
             raise ValueError(f"--runs-dir {runs_dir}: no finished runs in it (name runs as RUN_DIR arguments)")
         default_out = Path(runs_dir)
-    out = Path(out_dir) if out_dir is not None else default_out
-    text = write_comparison(paths, out)
-    return text + f"wrote {out / COMPARE_HTML} and {out / COMPARE_CSV}\n"
+    return comparison(paths, Path(out_dir) if out_dir is not None else default_out)
+
+
+def compare_runs(
+    run_dirs: Sequence[str | Path] = (), *, runs_dir: str | Path = "runs", out_dir: str | Path | None = None
+) -> str:
+    """`cifarlab compare`: `compare`'s table, and a line saying where compare.html and compare.csv went."""
+    result = compare(run_dirs, runs_dir=runs_dir, out_dir=out_dir)
+    return f"{result}wrote {result.html_path} and {result.csv_path}\n"
 
 
 def _percent(value: float | None, digits: int = 2) -> str:
@@ -195,12 +244,16 @@ def _terminal_table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _flag_lines(flagged: list[tuple[RunGroup, RunGroup, float, float]], plain: bool) -> str:
-    lines = [
+def _flag_texts(flagged: list[tuple[RunGroup, RunGroup, float, float]]) -> list[str]:
+    return [
         f"~ {a.label} (n={len(a.runs)}) vs {b.label} (n={len(b.runs)}): {gap:.2f} points apart, within their seed "
         f"spread ({spread:.2f}): not a difference the seeds can tell"
         for a, b, gap, spread in flagged
     ]
+
+
+def _flag_lines(flagged: list[tuple[RunGroup, RunGroup, float, float]], plain: bool) -> str:
+    lines = _flag_texts(flagged)
     if plain:
         return "".join(line + "\n" for line in lines)
     return "".join(f'<p class="flag">{esc(line)}</p>' for line in lines)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from cifarlab.evaluation.calibration import ReliabilityBin
-from cifarlab.reports.html import figure_png, plt
+from cifarlab.reports.html import NotebookFigure, figure_png, plt
 from cifarlab.reports.plots import TRAIN_COLOR, VAL_COLOR
 from cifarlab.training.history import History
 
@@ -138,11 +138,17 @@ def corruption_examples_png(examples: dict[str, np.ndarray], scale: int = 3) -> 
 
 
 def robustness_png(accuracy: dict[str, dict[str, float]], clean: float) -> bytes:
+    """`robustness_figure` as PNG bytes."""
+    return figure_png(robustness_figure(accuracy, clean))
+
+
+def robustness_figure(accuracy: dict[str, dict[str, float]], clean: float) -> NotebookFigure:
     """Accuracy (%) per corruption (rows) and severity (columns) as a heatmap, the values written in."""
     names = list(accuracy)
     severities = sorted({int(s) for row in accuracy.values() for s in row})
     grid = np.array([[accuracy[n].get(str(s), np.nan) * 100 for s in severities] for n in names])
-    fig, ax = plt.subplots(figsize=(1.1 * len(severities) + 3.2, 0.38 * len(names) + 1.6))
+    fig = NotebookFigure(figsize=(1.1 * len(severities) + 3.2, 0.38 * len(names) + 1.6))
+    ax = fig.subplots()
     im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=max(clean * 100, np.nanmax(grid)), aspect="auto")
     for i in range(len(names)):
         for j in range(len(severities)):
@@ -155,4 +161,4 @@ def robustness_png(accuracy: dict[str, dict[str, float]], clean: float) -> bytes
     ax.set_title(f"Test accuracy (%) under each corruption; clean {clean * 100:.1f} %", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.03)
     fig.tight_layout()
-    return figure_png(fig)
+    return fig

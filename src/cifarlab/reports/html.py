@@ -10,7 +10,10 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only: no display is needed or wanted
+from cifarlab.progress import in_notebook
+
+if not in_notebook():  # files only; a notebook keeps its inline backend for the user's own plots
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -50,6 +53,15 @@ def png_data_uri(png: bytes) -> str:
 def img(png: bytes, alt: str, css_class: str = "plot") -> str:
     """An <img> whose picture is inline."""
     return f'<img class="{css_class}" alt="{esc(alt)}" src="{png_data_uri(png)}">'
+
+
+class NotebookFigure(Figure):
+    """A Figure made without pyplot that a notebook cell shows as a PNG, whichever backend matplotlib runs."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display is needed or wanted
-import matplotlib.pyplot as plt  # noqa: E402
-
-from cifarlab._io.atomic import write_with  # noqa: E402
-from cifarlab.training.history import History  # noqa: E402
-from cifarlab.training.run_dir import CURVE_NAMES  # noqa: E402
+from cifarlab._io.atomic import write_with
+from cifarlab.reports.html import plt
+from cifarlab.training.history import History
+from cifarlab.training.run_dir import CURVE_NAMES
 
 TRAIN_COLOR = "blue"  # the seed's colours
 VAL_COLOR = "orange"
