@@ -17,6 +17,7 @@ import torch
 from cifarlab import cli
 from cifarlab.cli import main
 from cifarlab.config import RunConfig
+from cifarlab.extras import install_command
 from cifarlab.inference.checkpoint import save_checkpoint
 from cifarlab.models import create_model
 from cifarlab.training.resume import RESUME_NAME, save_resume_state
@@ -277,7 +278,7 @@ def test_a_missing_optional_extra_is_one_line_naming_the_pip_command(tmp_path, m
         monkeypatch.delitem(sys.modules, name, raising=False)
     assert main(["serve", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "cifarlab: error: cifarlab serve needs fastapi, from the 'serve' extra: pip install 'cifarlab[serve]'"
+    assert err == f"cifarlab: error: cifarlab serve needs fastapi, from the 'serve' extra: {install_command('serve')}"
 
 
 def test_the_extras_map_matches_pyproject():
@@ -299,7 +300,7 @@ def test_tune_without_its_extra_is_one_line_and_writes_nothing(tmp_path, monkeyp
     study = tmp_path / "study"
     assert main(["tune", "--preset", "proyecto1", "--study-dir", str(study)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "cifarlab: error: cifarlab tune needs optuna, from the 'tune' extra: pip install 'cifarlab[tune]'"
+    assert err == f"cifarlab: error: cifarlab tune needs optuna, from the 'tune' extra: {install_command('tune')}"
     assert not study.exists()
 
 
@@ -308,7 +309,7 @@ def test_audit_without_its_extra_is_one_line_and_trains_nothing(tmp_path, monkey
     out = tmp_path / "audit"
     assert main(["audit", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    expected = "cifarlab audit needs cleanlab, from the 'audit' extra: pip install 'cifarlab[audit]'"
+    expected = f"cifarlab audit needs cleanlab, from the 'audit' extra: {install_command('audit')}"
     assert err == f"cifarlab: error: {expected}"
     assert not out.exists()
 
@@ -319,5 +320,5 @@ def test_robustness_without_its_extra_is_one_line(tmp_path, monkeypatch, capsys)
     monkeypatch.delitem(sys.modules, "cifarlab.evaluation.corruptions", raising=False)
     assert main(["robustness", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    expected = "cifarlab robustness needs scipy, from the 'robustness' extra: pip install 'cifarlab[robustness]'"
+    expected = f"cifarlab robustness needs scipy, from the 'robustness' extra: {install_command('robustness')}"
     assert err == f"cifarlab: error: {expected}"

@@ -5,6 +5,7 @@ import pytest
 
 from cifarlab import api
 from cifarlab.cli import main
+from cifarlab.extras import install_command
 from cifarlab.training.history import History
 from cifarlab.training.trackers import make_tracker
 
@@ -64,8 +65,8 @@ def test_mlflow_file_store_holds_params_metrics_and_artifacts(tmp_path, tiny_dat
 
 
 @pytest.mark.parametrize(("name", "modules", "hint"), [
-    ("tensorboard", ["torch.utils.tensorboard"], "pip install 'cifarlab[tensorboard]'"),
-    ("mlflow", ["mlflow", "mlflow.tracking"], "pip install 'cifarlab[mlflow]'"),
+    ("tensorboard", ["torch.utils.tensorboard"], install_command("tensorboard")),
+    ("mlflow", ["mlflow", "mlflow.tracking"], install_command("mlflow")),
 ])  # fmt: skip
 def test_a_missing_extra_is_a_one_line_error_naming_what_to_install(name, modules, hint, monkeypatch, capsys):
     for module in modules:

@@ -1,7 +1,7 @@
 """Optional experiment trackers as callbacks: TensorBoard event files and MLflow runs.
 
 The run directory stays the record of a run; a tracker copies what it holds into a tool that many runs share.
-Each needs its extra (`pip install 'cifarlab[tensorboard]'`, `pip install 'cifarlab[mlflow]'`); without it,
+Each needs its extra (`tensorboard`, `mlflow`); without it,
 building the tracker is a one-line error that says so.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab._io.atomic import write_json
+from cifarlab.extras import install_command
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.run_dir import (
     CHECKPOINT_NAME,
@@ -79,7 +80,7 @@ class TensorBoardTracker(Tracker):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ValueError(
-                "--logger tensorboard needs the tensorboard package: pip install 'cifarlab[tensorboard]'"
+                f"--logger tensorboard needs the tensorboard package: {install_command('tensorboard')}"
             ) from None
         self._writer_class = SummaryWriter
         self.log_dir = Path(log_dir) if log_dir is not None else None
@@ -129,7 +130,7 @@ class MLflowTracker(Tracker):
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise ValueError("--logger mlflow needs MLflow: pip install 'cifarlab[mlflow]' (mlflow-skinny)") from None
+            raise ValueError(f"--logger mlflow needs MLflow: {install_command('mlflow')} (mlflow-skinny)") from None
         self._client_class = MlflowClient
         self.tracking_uri = tracking_uri
         self.experiment = experiment
