@@ -14,7 +14,16 @@ from cifarlab import api
 from cifarlab.cli import main
 from cifarlab.evaluation.mistakes import confident_mistakes
 from cifarlab.inference.classifier import Classifier
-from cifarlab.inference.explain import EXPLAIN_SUFFIX, VIEW_SIDE, colormap, explain, explain_top, overlay
+from cifarlab.inference.explain import (
+    EXPLAIN_SUFFIX,
+    VIEW_SIDE,
+    ExplanationWriter,
+    colormap,
+    explain,
+    explain_top,
+    explanation_png,
+    overlay,
+)
 from cifarlab.models.registry import create_model
 from cifarlab.reports.report import write_report
 from cifarlab.training.run_dir import RunFiles
@@ -247,3 +256,25 @@ def test_a_failure_to_explain_leaves_the_run_whole(tmp_path, monkeypatch, capsys
     captured = capsys.readouterr()
     assert "note: explanations.npz not written (RuntimeError: boom)" in captured.out + captured.err
     assert (out / "report.html").is_file() and not RunFiles(out).explanations.exists()
+
+
+def test_predict_explain_draws_the_classes_predict_prints(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    clf = _classifier(create_model("proyecto1", num_classes=4), "proyecto1", 4)
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+    plain = clf.predict
+
+    def with_views(images, batch_size=64, tta=None):  # the run's test-time views, reversing the plain pass's ranking
+        probabilities = plain(images, batch_size, tta=False)
+        return probabilities if tta is False else (-probabilities.log()).softmax(dim=1)
+
+    monkeypatch.setattr(clf, "predict", with_views)
+    (printed,) = clf.predict_files([path], top_k=2)  # what `cifarlab predict` prints, the run's views included
+    image = torch.from_numpy(np.asarray(Image.open(path))).permute(2, 0, 1).contiguous()
+    classes = [clf.class_names.index(name) for name in printed.classes]
+    assert classes[0] != int(plain(image[None], tta=False).argmax())  # the plain pass would have named another
+    maps = explain(clf, image[None], [classes])[0].numpy()
+    captions = ["input", *(f"{name}: {p:.2f}" for name, p in zip(printed.classes, printed.probabilities))]
+    written = ExplanationWriter(clf, tmp_path / "explained").write(path)
+    assert written.read_bytes() == explanation_png(image.numpy(), maps, captions)

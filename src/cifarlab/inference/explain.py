@@ -9,6 +9,8 @@ The feature map is found without knowing the family: the output of the last modu
 finishes them, that is (N, C, h, w) with h * w > 1. For the seed's CNNs that is the end of `features`, for AirNet the
 end of `groups`, for VGG16 at 32x32 its last conv stage before the final pooling. The model runs in fp32 and eval
 mode on the image alone (no test-time views). On 32x32 images the maps are coarse: 2x2 to 8x8 cells, upsampled.
+`explain_top` picks the classes as `predict` ranks them (with the run's test-time views), so a picture shows the
+maps of the classes the prediction names.
 
 No matplotlib here (serve imports this package): the colormap is a few lines.
 """
@@ -50,8 +52,8 @@ class TopExplanation:
 
     Attributes:
         maps: (N, k, H, W) float32 in [0, 1], the classes' maps in order.
-        classes: (N, k) int64 class indices, most likely first.
-        probabilities: (N, k) their probabilities, softmax(logits / temperature) of the same fp32 pass, no TTA.
+        classes: (N, k) int64 class indices, most likely first, as `Classifier.predict` ranks them.
+        probabilities: (N, k) their probabilities as `Classifier.predict` gives them (test-time views, temperature).
     """
 
     maps: torch.Tensor
@@ -86,27 +88,31 @@ def explain(
     if len(targets) and not 0 <= int(targets.min()) <= int(targets.max()) < len(classifier.class_names):
         raise ValueError(f"class indices must be in 0..{len(classifier.class_names) - 1}, got "
                          f"{int(targets.min())}..{int(targets.max())}")  # fmt: skip
-    maps = [_batch(classifier, images[s : s + batch_size], targets[s : s + batch_size], 0)[0]
+    maps = [_batch(classifier, images[s : s + batch_size], targets[s : s + batch_size])
             for s in range(0, len(images), batch_size)]  # fmt: skip
     out = torch.cat(maps) if maps else torch.zeros((0, targets.shape[1], *images.shape[-2:]))
     return out[:, 0] if single else out
 
 
-def explain_top(classifier: Classifier, images: torch.Tensor, k: int = 2, *, batch_size: int = 64) -> TopExplanation:
-    """Grad-CAM maps of each image's `k` most likely classes (those of the plain fp32 pass the maps come from).
+def explain_top(
+    classifier: Classifier, images: torch.Tensor, k: int = 2, *, tta: bool | None = None, batch_size: int = 64
+) -> TopExplanation:
+    """Grad-CAM maps of each image's `k` most likely classes, ranked as `predict` ranks them.
+
+    The classes and their probabilities are `Classifier.predict`'s, with `tta` as there (None: the views the run's
+    test evaluation averaged, as `cifarlab predict` prints them), so the maps drawn are of the classes printed; the
+    maps themselves come from the image alone.
 
     Raises:
         ValueError: as `explain`.
     """
     _check_images(images)
     k = max(1, min(k, len(classifier.class_names)))
-    parts = [_batch(classifier, images[s : s + batch_size], None, k) for s in range(0, len(images), batch_size)]
-    if not parts:
+    if not len(images):
         empty = torch.zeros((0, k), dtype=torch.int64)
         return TopExplanation(torch.zeros((0, k, *images.shape[-2:])), empty, empty.float())
-    maps, classes, logits = (torch.cat(p) for p in zip(*parts))
-    probabilities = (logits / classifier.temperature).softmax(dim=1).gather(1, classes)
-    return TopExplanation(maps, classes, probabilities)
+    probabilities, classes = classifier.predict(images, batch_size=batch_size, tta=tta).float().topk(k, dim=1)
+    return TopExplanation(explain(classifier, images, classes, batch_size=batch_size), classes, probabilities)
 
 
 def explain_mistakes(
@@ -144,10 +150,8 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"expected (N, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
 
 
-def _batch(
-    classifier: Classifier, images: torch.Tensor, classes: torch.Tensor | None, top: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(maps (N, K, H, W), classes (N, K), logits (N, C)) on the CPU; `classes` None: the `top` most likely."""
+def _batch(classifier: Classifier, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Maps (N, K, H, W) on the CPU of the (N, K) `classes`."""
     model, device = classifier.model, classifier.device
     inputs = classifier.normalization(images.to(device).float())
     if classifier.channels_last:
@@ -164,7 +168,7 @@ def _batch(
             with _capture(*site) as captured:
                 logits = model(inputs.detach().requires_grad_(True)).float()  # the input's grad keeps a graph
             feature = captured[0]  # (N, C, h, w) fp32: no autocast
-            targets = logits.detach().topk(top, dim=1).indices if classes is None else classes.to(device)
+            targets = classes.to(device)
             maps = []
             for j in range(targets.shape[1]):
                 score = logits.gather(1, targets[:, j : j + 1]).sum()  # images are independent in eval mode
@@ -177,7 +181,7 @@ def _batch(
     cam = F.interpolate(torch.cat(maps, dim=1).float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
     peak = cam.amax(dim=(2, 3), keepdim=True)
     cam = torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
-    return cam.clamp_(0, 1).cpu(), targets.cpu(), logits.detach().cpu()
+    return cam.clamp_(0, 1).cpu()
 
 
 def _feature_site(model: nn.Module, probe: torch.Tensor) -> tuple[nn.Module, int] | None:
@@ -277,17 +281,6 @@ def explanation_png(image: np.ndarray, maps: np.ndarray, captions: Sequence[str]
     return buffer.getvalue()
 
 
-def explain_file(classifier: Classifier, path: str | Path, top: int = 2) -> bytes:
-    """`explanation_png` of one image file, decoded as `predict` decodes it, for its `top` most likely classes."""
-    pixels = decode_image(path, classifier.image_size)  # (S, S, 3)
-    image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-    found = explain_top(classifier, image[None], top)
-    names = classifier.class_names
-    captions = ["input", *(f"{names[c]}: {p:.2f}" for c, p in zip(found.classes[0].tolist(),
-                                                                found.probabilities[0].tolist()))]  # fmt: skip
-    return explanation_png(image.numpy(), found.maps[0].numpy(), captions)
-
-
 def check_explain_target(model: str | Path, out_dir: str | Path) -> None:
     """Before loading a model for `predict --explain`: it must have gradients (not .onnx), DIR must be a folder.
 
@@ -330,7 +323,13 @@ class ExplanationWriter:
 
     def write(self, path: str | Path) -> Path:
         """Explain one image file (decoded as `predict` decodes it); returns the PNG written."""
-        png = explain_file(self.classifier, path, self.top)
+        pixels = decode_image(path, self.classifier.image_size)  # (S, S, 3)
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        top = explain_top(self.classifier, image[None], self.top)
+        names = self.classifier.class_names
+        captions = ["input", *(f"{names[c]}: {p:.2f}" for c, p in zip(top.classes[0].tolist(),
+                                                                    top.probabilities[0].tolist()))]  # fmt: skip
+        png = explanation_png(image.numpy(), top.maps[0].numpy(), captions)
         target = self._name(Path(path).stem)
         write_with(target, lambda tmp: tmp.write_bytes(png))
         return target
