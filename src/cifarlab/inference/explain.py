@@ -281,6 +281,17 @@ def explanation_png(image: np.ndarray, maps: np.ndarray, captions: Sequence[str]
     return buffer.getvalue()
 
 
+def explain_file(classifier: Classifier, path: str | Path, top: int = 2) -> bytes:
+    """`explanation_png` of one image file, decoded as `predict` decodes it, for its `top` most likely classes."""
+    pixels = decode_image(path, classifier.image_size)  # (S, S, 3)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    found = explain_top(classifier, image[None], top)
+    names = classifier.class_names
+    captions = ["input", *(f"{names[c]}: {p:.2f}" for c, p in zip(found.classes[0].tolist(),
+                                                                found.probabilities[0].tolist()))]  # fmt: skip
+    return explanation_png(image.numpy(), found.maps[0].numpy(), captions)
+
+
 def check_explain_target(model: str | Path, out_dir: str | Path) -> None:
     """Before loading a model for `predict --explain`: it must have gradients (not .onnx), DIR must be a folder.
 
@@ -323,13 +334,7 @@ class ExplanationWriter:
 
     def write(self, path: str | Path) -> Path:
         """Explain one image file (decoded as `predict` decodes it); returns the PNG written."""
-        pixels = decode_image(path, self.classifier.image_size)  # (S, S, 3)
-        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-        top = explain_top(self.classifier, image[None], self.top)
-        names = self.classifier.class_names
-        captions = ["input", *(f"{names[c]}: {p:.2f}" for c, p in zip(top.classes[0].tolist(),
-                                                                    top.probabilities[0].tolist()))]  # fmt: skip
-        png = explanation_png(image.numpy(), top.maps[0].numpy(), captions)
+        png = explain_file(self.classifier, path, self.top)
         target = self._name(Path(path).stem)
         write_with(target, lambda tmp: tmp.write_bytes(png))
         return target
