@@ -19,11 +19,13 @@ import statistics
 from pathlib import Path
 
 from cifarlab.presets import get_preset
+from cifarlab.reports.readings import READINGS, Replayed, load_recorded, replay_run
 from cifarlab.reports.saved_run import load_run
 from cifarlab.training.history import History
 
 START, END = "<!-- ladder-table -->", "<!-- /ladder-table -->"
 LADDER_COMMAND = "cifarlab ladder --data ../shared/datasets/cifar10-jpeg"
+READING = "presets"  # the reading of the seed's callbacks the table shows (docs/fidelity.md §3); others beside it
 
 
 def _minutes(seconds: float) -> str:
@@ -76,12 +78,57 @@ def spread(preset: str, runs_dir: Path) -> str:
     return f"{statistics.mean(accuracies):.2f} ± {statistics.stdev(accuracies):.2f} ({len(accuracies)})"
 
 
+def full_record(run_dir: Path) -> Path:
+    """Where the step's full-length record with per-epoch test accuracy is kept (benchmarks/full_rows.sh)."""
+    preset, seed = run_dir.name.rsplit("-s", 1)
+    return run_dir.with_name(f"{preset}-full-s{seed}")
+
+
+def replayed(run_dir: Path) -> dict[str, Replayed] | None:
+    """Every reading replayed over the step's full-length record, when one with a test column answers them all."""
+    full = full_record(run_dir)
+    if not (full / "history.csv").exists():
+        return None
+    record = load_recorded(full)
+    if not record.history.has_test:
+        return None
+    own = READINGS if record.seed_has_callbacks else tuple(r for r in READINGS if r.name == "none")
+    results = {reading.name: result for reading, result in replay_run(record, own)}
+    return results if all(result.complete for result in results.values()) else None
+
+
+def _others(results: dict[str, Replayed] | None, chosen: str, preset: str) -> str:
+    recipe = get_preset(preset).config.train
+    if not (recipe.checkpoint_best or recipe.early_stopping):
+        return "none: no callbacks in the seed"
+    if not results or len(results) < 2:
+        return "–"
+    return " · ".join(f"{name} {100 * r.test_accuracy:.2f}" for name, r in results.items() if name != chosen)
+
+
 def row(preset: str, run_dir: Path, label: str | None = None) -> str:
-    """One markdown row: the seed's figure, ours, the spread over seeds, the difference, epochs, time, hardware and
-    status."""
+    """One markdown row: the seed's figure, ours, the spread over seeds, the difference, epochs, time, hardware,
+    status and the other readings' figures.
+
+    A step with a full-length record (`full_record`) is read under READING, replayed; the others as they ran.
+    """
     recipe = get_preset(preset)
     seed, planned = recipe.seed_accuracy, recipe.config.train.epochs
     head = f"| {label or preset} | {seed:.2f} % |"
+    results = replayed(run_dir)
+    chosen = (results or {}).get(READING) or (results or {}).get("none")
+    if chosen is not None:
+        full = full_record(run_dir)
+        seconds = sum(_history(full)["seconds"][: chosen.stop_epoch])
+        reading = READING if READING in results else "none"
+        stop = "early stopping" if chosen.stopped else "every epoch"
+        seeds = spread(preset, run_dir.parent) if reading == "presets" else "–"  # the seeds ran the presets' reading
+        return (
+            f"{head} **{100 * chosen.test_accuracy:.2f} %** | {seeds} | "
+            f"{100 * chosen.test_accuracy - seed:+.2f} | {chosen.stop_epoch} / {planned} | {_minutes(seconds)} | "
+            f"{_hardware(_config_record(full))} | replayed ({reading}): {stop}, epoch {chosen.tested_epoch}'s "
+            f"weights tested | {_others(results, reading, preset)} |"
+        )
     if (run_dir / "metrics.json").exists():
         run = load_run(run_dir)
         ours = 100 * run.metrics["test_accuracy"]
@@ -91,24 +138,25 @@ def row(preset: str, run_dir: Path, label: str | None = None) -> str:
         return (
             f"{head} **{ours:.2f} %** | {spread(preset, run_dir.parent)} | {ours - seed:+.2f} | "
             f"{run.epochs_run} / {planned} | "
-            f"{_minutes(run.train_seconds)} | {_hardware(run.record)} | {status} |"
+            f"{_minutes(run.train_seconds)} | {_hardware(run.record)} | {status} | {_others(None, READING, preset)} |"
         )
     history = _history(run_dir)
     if not history.get("epoch"):
-        return f"{head} not started | – | – | 0 / {planned} | – | – | queued; the ladder command runs it |"
+        queued = "queued; the ladder command runs it"
+        return f"{head} not started | – | – | 0 / {planned} | – | – | {queued} | {_others(None, READING, preset)} |"
     epoch, val = int(history["epoch"][-1]), history["val_accuracy"]
     return (
         f"{head} partial: val. {100 * val[-1]:.2f} % at epoch {epoch} (best {100 * max(val):.2f} %) | – | – | "
         f"{epoch} / {planned} | {_minutes(sum(history['seconds']))} so far | {_hardware(_config_record(run_dir))} | "
-        "stopped mid-run; the ladder command continues it |"
+        f"stopped mid-run; the ladder command continues it | {_others(None, READING, preset)} |"
     )
 
 
 def table(runs_dir: Path, seed: int = 0) -> str:
     lines = [
         "| step | seed's test acc. | ours (JPEG copy), seed 0 | over seeds: mean ± std (n) | difference | "
-        "epochs run / planned | training time | hardware | status |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "epochs run / planned | training time | hardware | status | other readings (replayed) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for step in STEPS:
         code = same_code(step)

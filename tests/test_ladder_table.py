@@ -43,7 +43,7 @@ def test_rows_say_what_ran_and_what_is_left(ladder_table, tmp_path):
     assert len(rows) == 2 + 9
     assert rows[2] == (
         "| proyecto1 | 65.74 % | **64.75 %** | – | -0.99 | 200 / 200 | 120 min | AMD EPYC, 2 threads, AVX512-BF16 "
-        "| full length |"
+        "| full length | none: no callbacks in the seed |"
     )
     assert "**73.40 %** | – | +0.54 | 22 / 200 | 23 min | – | full recipe: early stopping (best epoch 12)" in rows[3]
     assert "partial: val. 50.00 % at epoch 3 (best 55.00 %) | – | – | 3 / 200 | 2 min so far | – | stopped" in rows[4]
@@ -96,3 +96,26 @@ def test_a_step_with_several_finished_seeds_shows_their_spread(ladder_table, tmp
     rows = ladder_table.table(runs).splitlines()
     assert "| **64.75 %** | 64.75 ± 1.00 (3) | -0.99 |" in rows[2]  # seeds 0, 1, 2: 64.75, 65.75, 63.75
     assert "**73.40 %** | – |" in rows[3]  # one seed: no spread
+
+
+def test_a_step_with_a_full_length_record_is_read_under_the_chosen_reading(ladder_table, tmp_path):
+    """proyecto2's full record: val_accuracy peaks at epoch 4 and never again; the test column tells each reading."""
+    from cifarlab.presets import get_preset
+
+    runs = _runs(tmp_path)
+    full = runs / "proyecto2-full-s0"
+    full.mkdir()
+    config = get_preset("proyecto2").config.to_dict()
+    config["train"]["epochs"] = 20
+    (full / "config.json").write_text(json.dumps({"config": config, "hardware": "Intel Xeon, AMX-BF16"}))
+    lines = ["epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,test_loss,test_accuracy"]
+    for epoch in range(1, 21):
+        val = 0.8 if epoch == 4 else 0.5
+        lines.append(f"{epoch},{1 / epoch},{0.5},{0.5 if epoch == 4 else 1.0},{val},0.001,60,1.0,{epoch / 100}")
+    (full / "history.csv").write_text("\n".join(lines) + "\n")
+    row = ladder_table.table(runs).splitlines()[3]
+    # presets: both stoppers run out at epoch 14, the checkpoint (epoch 4) is tested: 4 %
+    assert "| proyecto2 | 72.86 % | **4.00 %** |" in row and "| 14 / 200 | 14 min |" in row
+    assert "replayed (presets): early stopping, epoch 4's weights tested" in row
+    # keras_p3: the training loss improves every epoch, the accuracy never: stops at 4, last weights; none: epoch 20
+    assert "keras_p3 4.00" in row and "none 20.00" in row and "none_best 4.00" in row

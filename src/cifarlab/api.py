@@ -353,6 +353,7 @@ def _fit_and_save(trainer: Trainer, run_dir: Path, test_split: bool = True) -> R
         "temperature": temperature,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
+        "tested_epoch": trainer.tested_epoch(),  # whose weights the test evaluated (train.test_weights)
         "train_seconds": train_seconds,
         **val,
         "stopped": stop_reason(trainer.callbacks, trainer.epoch, config.train.epochs),

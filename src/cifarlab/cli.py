@@ -87,6 +87,12 @@ def _compare(args: argparse.Namespace) -> None:
     print(compare_runs(args.run_dirs, runs_dir=args.runs_dir, out_dir=args.out), end="")
 
 
+def _readings(args: argparse.Namespace) -> None:
+    from cifarlab.reports.readings import readings
+
+    print(readings(args.run_dirs, args.reading, markdown=args.markdown))
+
+
 def _ladder(args: argparse.Namespace) -> None:
     from cifarlab.ladder import run_ladder
 
@@ -236,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in options
     args = build_parser().parse_args([arg for i, arg in enumerate(argv) if not (arg == "--debug" and i < len(options))])
     handlers = {"presets": _presets, "models": _models, "train": _train, "ladder": _ladder, "tune": _tune,
-                "audit": _audit, "report": _report, "compare": _compare,
+                "audit": _audit, "report": _report, "compare": _compare, "readings": _readings,
                 "evaluate": _evaluate, "robustness": _robustness, "predict": _predict, "export": _export,
                 "serve": _serve, "cache": _cache}  # fmt: skip
     finished = False

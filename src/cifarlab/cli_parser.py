@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where compare.html and compare.csv go (default: --runs-dir, or "
                    "the named runs' common folder)")  # fmt: skip
 
+    p = sub.add_parser("readings", help="replay recorded runs under each early-stopping reading of the seed's "
+                       "callbacks: stop epoch, tested epoch, test accuracy beside the seed's")  # fmt: skip
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (finished or not); the test "
+                   "accuracy needs runs trained with --test-each-epoch")  # fmt: skip
+    p.add_argument("--reading", action="append", metavar="TOML", help="a reading's [train] file (repeatable; "
+                   "default: the built-in readings, as in benchmarks/readings/)")  # fmt: skip
+    p.add_argument("--markdown", action="store_true", help="Markdown tables")
+
     p = sub.add_parser("evaluate", help="evaluate a saved model on a test split and print '> accuracy'")
     p.add_argument("path", metavar="RUN_DIR|CHECKPOINT", help="a run directory, its model.safetensors or an "
                    "exported .onnx file")  # fmt: skip

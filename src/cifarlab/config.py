@@ -32,6 +32,7 @@ Schedule = Literal["constant", "warmup_linear"]
 Monitor = Literal["val_loss", "val_accuracy", "loss", "accuracy"]  # Keras' monitor names; the last two: training
 BatchNormMode = Literal["frozen", "train"]
 Loss = Literal["logits", "keras_probs"]
+TestWeights = Literal["checkpoint", "last"]
 
 
 @dataclass(frozen=True)
@@ -95,18 +96,26 @@ class TrainConfig:
     whiten_bias_epochs: int = 0  # AirNet: epochs its whitening bias learns, then it is frozen; 0 = always learns
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     checkpoint_best: bool = False  # Keras ModelCheckpoint(monitor='val_accuracy', save_best_only=True)
-    # one Keras EarlyStopping per monitor, restoring its best weights
+    # one Keras EarlyStopping per monitor (in this order, after the ModelCheckpoint)
     early_stopping: tuple[Monitor, ...] = option((), name="--no-early-stop", const=(), help="run every epoch "
                                                  "(keeps the best checkpoint)")  # fmt: skip
     patience: int = option(10, metavar="EPOCHS", help="epochs without improvement before early stopping")
+    restore_best_weights: bool = True  # EarlyStopping puts back its best epoch's weights when it stops (Keras: False)
+    # what the final test evaluates: the ModelCheckpoint's best-val_accuracy weights ('checkpoint', when the recipe
+    # keeps one), or the weights in memory when training ends ('last': Keras' model.evaluate after model.fit)
+    test_weights: TestWeights = "checkpoint"
     eval_batch_size: int = EVAL_BATCH_SIZE
     ema: float = 0.0  # decay of an exponential moving average of the weights, used at the end; 0 = off
     tta: int = 0  # test-time augmentation of the test evaluation: 0 off, 1 mirror, 2 mirror + 1-pixel shifts
+    test_each_epoch: bool = option(False, const=True, help="also evaluate the test split after every epoch, into "
+                                   "history's test_loss and test_accuracy, for analysis only: no callback, "
+                                   "checkpoint or early stopping reads them")  # fmt: skip
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, Optimizer)
         _check_choice("train.schedule", self.schedule, Schedule)
         _check_choice("train.loss", self.loss, Loss)
+        _check_choice("train.test_weights", self.test_weights, TestWeights)
         for monitor in self.early_stopping:
             _check_choice("train.early_stopping", monitor, Monitor)
         for name in ("epochs", "batch_size", "eval_batch_size"):

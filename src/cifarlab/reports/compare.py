@@ -20,6 +20,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from cifarlab._io.atomic import write_text
 from cifarlab.reports.html import esc, figure_png, img, page, plt, section, table
+from cifarlab.reports.plots import TEST_LABEL, TEST_NOTE
 from cifarlab.reports.saved_run import SavedRun, find_runs, load_run
 
 COMPARE_HTML = "compare.html"
@@ -322,7 +323,9 @@ def _html(groups: list[RunGroup], rows: list[tuple[str, ...]], flagged: list) ->
         _scatter_png(groups, "params"), "test accuracy against parameters"
     )
     with_val = any(_has_validation(run) for group in groups for run in group.runs)
-    curves = (img(_curves_png(groups), "validation accuracy of every run") if with_val else
+    with_test = any(run.history.has_test for group in groups for run in group.runs)
+    note = f'<p class="note">Dashed: {TEST_NOTE}.</p>' if with_test else ""
+    curves = (img(_curves_png(groups), "validation accuracy of every run") + note if with_val else
               "<p>No run here held out a validation split (their presets train on every training image), so there "
               "is no validation curve to draw.</p>")  # fmt: skip
     sections = [
@@ -411,6 +414,9 @@ def _curves_png(groups: list[RunGroup]) -> bytes:
             if not _has_validation(run):
                 continue
             ax.plot(h["epoch"], h["val_accuracy"], color=color, alpha=0.85, label=group.label if i == 0 else None)
+            if run.history.has_test:
+                ax.plot(h["epoch"], h["test_accuracy"], color=color, alpha=0.85, linestyle="--",
+                        label=f"{group.label}: {TEST_LABEL}" if i == 0 else None)  # fmt: skip
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val_accuracy")

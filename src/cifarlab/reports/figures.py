@@ -10,12 +10,15 @@ from PIL import Image
 
 from cifarlab.evaluation.calibration import ReliabilityBin
 from cifarlab.reports.html import NotebookFigure, figure_png, plt
-from cifarlab.reports.plots import TRAIN_COLOR, VAL_COLOR
+from cifarlab.reports.plots import TEST_COLOR, TEST_LABEL, TRAIN_COLOR, VAL_COLOR
 from cifarlab.training.history import History
 
 
 def curves_png(history: History, best_epoch: int | None) -> bytes:
-    """The seed's two curves (loss, accuracy; train blue, validation orange) and the learning rate, side by side."""
+    """The seed's two curves (loss, accuracy; train blue, validation orange) and the learning rate, side by side.
+
+    A run trained with --test-each-epoch adds its per-epoch test figures, dashed green, labelled as analysis.
+    """
     h = history.history
     epochs = h["epoch"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -24,6 +27,8 @@ def curves_png(history: History, best_epoch: int | None) -> bytes:
         ax.plot(epochs, h[key], color=TRAIN_COLOR, label="train", marker="." if len(epochs) < 30 else None)
         if any(v == v for v in h[f"val_{key}"]):
             ax.plot(epochs, h[f"val_{key}"], color=VAL_COLOR, label="val", marker="." if len(epochs) < 30 else None)
+        if history.has_test:
+            ax.plot(epochs, h[f"test_{key}"], color=TEST_COLOR, linestyle="--", label=TEST_LABEL)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
     axes[2].set_title("Learning rate (at each epoch's end)")

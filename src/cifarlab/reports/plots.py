@@ -11,6 +11,10 @@ from cifarlab.training.run_dir import CURVE_NAMES
 
 TRAIN_COLOR = "blue"  # the seed's colours
 VAL_COLOR = "orange"
+TEST_COLOR = "purple"  # the test split per epoch (train --test-each-epoch), drawn dashed: analysis only
+TEST_LABEL = "test, per epoch (analysis)"
+TEST_NOTE = ("test, per epoch (analysis): the test split evaluated after every epoch (train --test-each-epoch) for "
+             "analysis only; no callback, checkpoint or early stopping read it")  # fmt: skip
 FIGURES = dict(zip(CURVE_NAMES, (("Cross Entropy Loss", "loss"), ("Classification Accuracy", "accuracy")), strict=True))
 
 

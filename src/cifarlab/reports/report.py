@@ -29,7 +29,7 @@ from cifarlab.evaluation.robustness import AUGMIX_2020_CIFAR10C_ERROR
 from cifarlab.inference.explain import overlay
 from cifarlab.reports import figures
 from cifarlab.reports.html import esc, img, key_values, page, png_data_uri, section, table
-from cifarlab.reports.plots import plot_history
+from cifarlab.reports.plots import TEST_NOTE, plot_history
 from cifarlab.reports.saved_run import SavedRun, load_run
 from cifarlab.training.run_dir import PREDICTIONS_NAME, REPORT_NAME, ROBUSTNESS_EXAMPLES_NAME, RunFiles
 
@@ -85,7 +85,8 @@ def render_report(run: SavedRun, *, data: str | None = None, test_images: Any = 
 
 def _curves(run: SavedRun) -> str:
     png = figures.curves_png(run.history, run.metrics.get("best_epoch"))
-    return img(png, "loss, accuracy and learning rate per epoch")
+    note = f'<p class="note">{TEST_NOTE}.</p>' if run.history.has_test else ""
+    return img(png, "loss, accuracy and learning rate per epoch") + note
 
 
 def _what_ran(run: SavedRun) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
+    from cifarlab.config import TrainConfig
     from cifarlab.training.trainer import Trainer
 
 
@@ -92,7 +93,7 @@ class EarlyStopping(_MonitorMixin, Callback):
         restore_best_weights: on stopping, put back the weights of the best epoch.
     """
 
-    _STATE = ("best", "best_epoch", "best_weights", "wait")
+    _STATE = ("best", "best_epoch", "best_weights", "wait", "restored_epoch")
 
     def __init__(
         self,
@@ -109,6 +110,10 @@ class EarlyStopping(_MonitorMixin, Callback):
         self.best_epoch = 0
         self.stopped_epoch = 0
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.restored_epoch: int | None = None  # the epoch whose weights it put back when it stopped
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
+        super().load_state_dict({"restored_epoch": None, **state})  # resume files written before it was kept
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:  # noqa: D102
         value = self._value(logs)
@@ -123,6 +128,7 @@ class EarlyStopping(_MonitorMixin, Callback):
             self.trainer.stop_training = True
             if self.restore_best_weights and self.best_weights is not None:
                 self.trainer.model.load_state_dict(self.best_weights)
+                self.restored_epoch = self.best_epoch
             self.trainer.log(
                 f"early stopping at epoch {epoch}: {self.monitor} has not improved for {self.patience} epochs "
                 f"(best {self.best:.4f} at epoch {self.best_epoch})"
@@ -160,6 +166,35 @@ class ModelCheckpoint(_MonitorMixin, Callback):
             self.best_weights = snapshot(self.trainer.model)
         if self.filepath is not None and (improved or not self.save_best_only):
             self.trainer.save_model(self.filepath, metrics={self.monitor: value}, epoch=epoch)
+
+
+def recipe_callbacks(recipe: TrainConfig, checkpoint: str | Path | None = None) -> list[Callback]:
+    """The recipe's own callbacks, in the order they run: its ModelCheckpoint, then one EarlyStopping per monitor.
+
+    The trainer runs these, and `cifarlab readings` replays them over a recorded history: one definition for both.
+    `checkpoint`: where the ModelCheckpoint writes (None: it keeps the best weights in memory only).
+    """
+    callbacks: list[Callback] = []
+    if recipe.checkpoint_best:
+        callbacks.append(ModelCheckpoint(checkpoint, monitor="val_accuracy", save_best_only=True))
+    for monitor in recipe.early_stopping:
+        callbacks.append(EarlyStopping(monitor, patience=recipe.patience,
+                                       restore_best_weights=recipe.restore_best_weights))  # fmt: skip
+    return callbacks
+
+
+def tested_epoch(callbacks: list[Callback], recipe: TrainConfig, last_epoch: int) -> int:
+    """The epoch whose weights the final test evaluates (see `TrainConfig.test_weights`).
+
+    'checkpoint': the ModelCheckpoint's best, when the recipe keeps one. Otherwise the weights in memory: those the
+    last EarlyStopping to stop put back (the callbacks run in order, so the last restore wins), else `last_epoch`'s.
+    """
+    if recipe.test_weights == "checkpoint":
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.best_weights is not None:
+                return callback.best_epoch
+    restored = [c.restored_epoch for c in callbacks if isinstance(c, EarlyStopping) and c.restored_epoch is not None]
+    return restored[-1] if restored else last_epoch
 
 
 def stop_reason(callbacks: list[Callback], epoch: int, epochs: int) -> str:

@@ -9,6 +9,9 @@ from pathlib import Path
 from cifarlab._io.atomic import write_text
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+# The test split evaluated after every epoch (`train --test-each-epoch`), for analysis only: no callback, checkpoint
+# or early stopping reads these; a history has them only when the run recorded them.
+ANALYSIS_COLUMNS = ("test_loss", "test_accuracy")
 
 
 class History:
@@ -20,9 +23,26 @@ class History:
     def __len__(self) -> int:
         return len(self.history["epoch"])
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns this history holds: HISTORY_COLUMNS, then the analysis columns where it recorded them."""
+        return HISTORY_COLUMNS + tuple(key for key in ANALYSIS_COLUMNS if key in self.history)
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the run evaluated the test split after every epoch (`--test-each-epoch`)."""
+        return "test_accuracy" in self.history
+
     def append(self, logs: dict[str, float]) -> None:
-        """Add one epoch's logs (missing metrics are stored as NaN)."""
-        for key in HISTORY_COLUMNS:
+        """Add one epoch's logs (missing metrics are stored as NaN).
+
+        The analysis columns are kept when the first epoch has them (then every epoch has them).
+        """
+        if not len(self):
+            for key in ANALYSIS_COLUMNS:
+                if key in logs:
+                    self.history[key] = []
+        for key in self.columns:
             self.history[key].append(float(logs.get(key, float("nan"))))
 
     def best(self, monitor: str, mode: str = "max") -> tuple[int, float]:
@@ -36,9 +56,10 @@ class History:
         """Write history.csv atomically (accuracies as fractions in [0, 1])."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(HISTORY_COLUMNS)
+        columns = self.columns
+        writer.writerow(columns)
         for i in range(len(self)):
-            row = [int(self.history["epoch"][i])] + [f"{self.history[k][i]:.6g}" for k in HISTORY_COLUMNS[1:]]
+            row = [int(self.history["epoch"][i])] + [f"{self.history[k][i]:.6g}" for k in columns[1:]]
             writer.writerow(row)
         write_text(path, buffer.getvalue())
 
@@ -59,9 +80,10 @@ class History:
             missing = set(HISTORY_COLUMNS) - set(reader.fieldnames or ())
             if missing:
                 raise ValueError(f"{path} lacks the columns {', '.join(sorted(missing))}")
+            columns = HISTORY_COLUMNS + tuple(key for key in ANALYSIS_COLUMNS if key in (reader.fieldnames or ()))
             for line, row in enumerate(reader, start=2):
                 try:
-                    history.append({key: float(row[key]) for key in HISTORY_COLUMNS})
+                    history.append({key: float(row[key]) for key in columns})
                 except ValueError:
                     raise ValueError(f"{path}, line {line}: a value is not a number") from None
         return history

@@ -28,7 +28,7 @@ from cifarlab.evaluation.metrics import EvalResult, evaluate_model
 from cifarlab.evaluation.tta import TTA
 from cifarlab.inference.checkpoint import load_state, save_checkpoint
 from cifarlab.models.registry import create_model
-from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from cifarlab.training.callbacks import Callback, ModelCheckpoint, recipe_callbacks, tested_epoch
 from cifarlab.training.distributed import init_for_run
 from cifarlab.training.ema import WeightAverage
 from cifarlab.training.history import History
@@ -162,13 +162,7 @@ class Trainer:
         if wanted and self.val_split is None:
             self.notes.append("no validation split (--val-size 0): checkpoint and early-stopping callbacks are off")
             return []
-        callbacks: list[Callback] = []
-        if self.recipe.checkpoint_best:
-            path = self.files.checkpoint if self.writes else None
-            callbacks.append(ModelCheckpoint(path, monitor="val_accuracy", save_best_only=True))
-        for monitor in self.recipe.early_stopping:
-            callbacks.append(EarlyStopping(monitor, patience=self.recipe.patience, restore_best_weights=True))
-        return callbacks
+        return recipe_callbacks(self.recipe, self.files.checkpoint if self.writes else None)
 
     def log(self, message: str) -> None:
         """Print a line between progress bars (nothing in quiet mode)."""
@@ -197,7 +191,7 @@ class Trainer:
                     val = self.evaluate(self.val_split)
                     logs.update(val_loss=val.loss, val_accuracy=val.accuracy)
                 logs.update(epoch=self.epoch, seconds=time.perf_counter() - started)
-                self.history.append(logs)
+                self.history.append({**logs, **self._analysis()})  # callbacks below see `logs` alone
                 if self.writes:
                     self.files.write_history(self.history)
                 self.log(_epoch_line(self.epoch, self.recipe.epochs, logs))
@@ -211,6 +205,17 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_end()
         return self.history
+
+    def _analysis(self) -> dict[str, float]:
+        """The test split's loss and accuracy after this epoch when `--test-each-epoch` asks, else nothing.
+
+        For analysis only (e.g. replaying early-stopping readings): it goes to the history, never to the logs
+        the callbacks read, and evaluating in eval mode draws no random numbers, so training is unchanged.
+        """
+        if not self.recipe.test_each_epoch:
+            return {}
+        test = self.evaluate(self.test_split, tta=self.recipe.tta)
+        return {"test_loss": test.loss, "test_accuracy": test.accuracy}
 
     def _train_epoch(self) -> dict[str, float]:
         """One epoch of optimiser steps; returns the epoch's mean loss and accuracy and its peak lr.
@@ -387,12 +392,21 @@ class Trainer:
         return self.dist.evaluate(run, split, len(self.class_names)) if self.dist.enabled else run(split)
 
     def restore_best(self) -> int | None:
-        """Load the best-val_accuracy weights a ModelCheckpoint kept; returns that epoch, or None."""
+        """Load the best-val_accuracy weights a ModelCheckpoint kept, unless `train.test_weights` is 'last'.
+
+        Returns that epoch, or None when the weights in memory stay (see `tested_epoch`).
+        """
+        if self.recipe.test_weights != "checkpoint":
+            return None
         for callback in self.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.best_weights is not None:
                 self.model.load_state_dict(callback.best_weights)
                 return callback.best_epoch
         return None
+
+    def tested_epoch(self) -> int | None:
+        """The epoch whose weights the final test evaluates, after `restore_best` (None before any epoch)."""
+        return tested_epoch(self.recipe_callbacks, self.recipe, self.epoch) if self.epoch else None
 
     def checkpoint_meta(self, metrics: dict[str, Any] | None = None, epoch: int | None = None) -> dict[str, Any]:
         """What a checkpoint records besides the weights: enough to rebuild, feed and name the model."""
