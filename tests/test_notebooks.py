@@ -38,8 +38,10 @@ def folder(tmp_path_factory):
 def test_a_notebook_runs_clean_in_quick_mode_on_an_image_folder(path, folder, tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / path.name
+    # start_timeout: a kernel starts slowly on a busy machine
     papermill.execute_notebook(str(path), str(out), parameters={"data": str(folder), "quick": True},
-                               cwd=str(tmp_path), kernel_name="python3", progress_bar=False)  # fmt: skip
+                               cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
+                               start_timeout=300)  # fmt: skip
     outputs = [output for cell in nbformat.read(out, as_version=4).cells for output in cell.get("outputs", [])]
     assert not [output for output in outputs if output.output_type == "error"]
     html = "".join(output.get("data", {}).get("text/html", "") for output in outputs)
