@@ -100,6 +100,7 @@ class TrainConfig:
     early_stopping: tuple[Monitor, ...] = option((), name="--no-early-stop", const=(), help="run every epoch "
                                                  "(keeps the best checkpoint)")  # fmt: skip
     patience: int = option(10, metavar="EPOCHS", help="epochs without improvement before early stopping")
+    min_delta: float = 0.0  # EarlyStopping: the smallest change of its monitor that counts as an improvement
     restore_best_weights: bool = True  # EarlyStopping puts back its best epoch's weights when it stops (Keras: False)
     # what the final test evaluates: the ModelCheckpoint's best-val_accuracy weights ('checkpoint', when the recipe
     # keeps one), or the weights in memory when training ends ('last': Keras' model.evaluate after model.fit)
@@ -143,6 +144,8 @@ class TrainConfig:
             )
         if self.whiten_bias_epochs < 0:
             raise ValueError(f"train.whiten_bias_epochs must be 0 or more, got {self.whiten_bias_epochs}")
+        if self.min_delta < 0:
+            raise ValueError(f"train.min_delta must be 0 or more, got {self.min_delta}")
         if self.patience < 1:
             raise ValueError(f"--patience must be at least 1 epoch, got {self.patience}")
         if not 0 <= self.ema < 1:

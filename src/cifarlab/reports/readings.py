@@ -33,7 +33,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 NO_CALLBACKS = "\n(the seed's step has no callbacks: every epoch runs, the last weights tested)"
-READING_KEYS = ("early_stopping", "patience", "restore_best_weights", "test_weights")  # what a reading may set
+READING_KEYS = (
+    "early_stopping",
+    "patience",
+    "min_delta",
+    "restore_best_weights",
+    "test_weights",
+)  # what a reading may set
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,11 @@ class Reading:
         return reading
 
 
-def _reading(name: str, summary: str, stop: tuple[str, ...], patience: int, restore: bool, test: str) -> Reading:
-    return Reading(name, summary, {"early_stopping": stop, "patience": patience, "restore_best_weights": restore,
-                                   "test_weights": test})  # fmt: skip
+def _reading(
+    name: str, summary: str, stop: tuple[str, ...], patience: int, restore: bool, test: str, min_delta: float = 0.0
+) -> Reading:
+    settings = {"early_stopping": stop, "patience": patience, "min_delta": min_delta, "restore_best_weights": restore}
+    return Reading(name, summary, settings | {"test_weights": test})
 
 
 READINGS = (
@@ -103,6 +111,9 @@ READINGS = (
              ("loss", "accuracy"), 3, False, "last"),
     _reading("keras_p10", "as keras_p3 with patience 10: EarlyStopping on the training loss and on the training "
              "accuracy; the last weights kept and tested", ("loss", "accuracy"), 10, False, "last"),
+    _reading("named_code", "as public code that defines callback_loss and callback_acc: EarlyStopping on val_loss "
+             "and on val_accuracy, min_delta 0.01, patience 10, best weights restored; the weights in memory tested",
+             ("val_loss", "val_accuracy"), 10, True, "last", min_delta=0.01),
     _reading("none", "no early stopping: every epoch, the last weights tested", (), 10, False, "last"),
     _reading("none_best", "no early stopping: every epoch, the checkpoint's best-val_accuracy weights tested",
              (), 10, False, "checkpoint"),

@@ -178,7 +178,7 @@ def recipe_callbacks(recipe: TrainConfig, checkpoint: str | Path | None = None) 
     if recipe.checkpoint_best:
         callbacks.append(ModelCheckpoint(checkpoint, monitor="val_accuracy", save_best_only=True))
     for monitor in recipe.early_stopping:
-        callbacks.append(EarlyStopping(monitor, patience=recipe.patience,
+        callbacks.append(EarlyStopping(monitor, patience=recipe.patience, min_delta=recipe.min_delta,
                                        restore_best_weights=recipe.restore_best_weights))  # fmt: skip
     return callbacks
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from cifarlab import progress
 from cifarlab._version import __version__
 from cifarlab.config import RunConfig
 from cifarlab.data.dataset import Dataset, balanced_first, select_classes, with_validation
@@ -167,7 +167,7 @@ class Trainer:
     def log(self, message: str) -> None:
         """Print a line between progress bars (nothing in quiet mode)."""
         if not self.config.quiet and self.dist.is_main:
-            tqdm.write(message)
+            progress.write(message)
 
     def fit(self) -> History:
         """Train for the recipe's epochs, or until a callback stops the run.
@@ -241,7 +241,7 @@ class Trainer:
             seen, lr = partial["seen"], partial["lr"]
         started = time.perf_counter() - (partial["seconds"] if partial else 0.0)
         first = self.train_loader.indices.step + 1  # > 1 when resuming mid-epoch
-        bar = tqdm(
+        bar = progress.progress_bar(
             total=len(self.train_loader),
             initial=first - 1,
             desc=f"Epoch {self.epoch}/{self.recipe.epochs}",
