@@ -28,6 +28,7 @@ _EXPORTS = {
     "Trainer": "cifarlab.training.trainer",
     "TuneResult": "cifarlab.tuning",
     "audit": "cifarlab.auditing",
+    "compare": "cifarlab.reports.compare",
     "count_params": "cifarlab.models",
     "create_model": "cifarlab.models",
     "evaluate": "cifarlab.api",
@@ -36,8 +37,10 @@ _EXPORTS = {
     "list_presets": "cifarlab.presets",
     "load": "cifarlab.inference.load",
     "load_dataset": "cifarlab.data",
+    "predict": "cifarlab.predicting",
     "resolve_config": "cifarlab.api",
     "resume": "cifarlab.api",
+    "robustness": "cifarlab.scoring",
     "run_ladder": "cifarlab.ladder",
     "train": "cifarlab.api",
     "tune": "cifarlab.tuning",
@@ -69,7 +72,10 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names as if imported eagerly
     from cifarlab.inference.load import load  # noqa: F401
     from cifarlab.ladder import run_ladder  # noqa: F401
     from cifarlab.models import count_params, create_model, list_models  # noqa: F401
+    from cifarlab.predicting import predict  # noqa: F401
     from cifarlab.presets import get_preset, list_presets  # noqa: F401
+    from cifarlab.reports.compare import compare  # noqa: F401
+    from cifarlab.scoring import robustness  # noqa: F401
     from cifarlab.training.callbacks import Callback, EarlyStopping, ModelCheckpoint  # noqa: F401
     from cifarlab.training.history import History  # noqa: F401
     from cifarlab.training.trainer import Trainer  # noqa: F401

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from cifarlab import api, options
+from cifarlab import options
 from cifarlab.cli_parser import RUN_OPTIONS, build_parser
 from cifarlab.extras import missing_extra_message
 from cifarlab.models import list_models
@@ -46,6 +46,8 @@ def _cache(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from cifarlab import api  # the training stack, for the commands that need it (predict and serve do not)
+
     overrides = options.overrides_from_args(args, RUN_OPTIONS)
     if args.nproc is not None:  # launch N ranks of this same command through torchrun, and wait for them
         if args.resume is None:
@@ -144,7 +146,10 @@ def _audit(args: argparse.Namespace) -> None:
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if overrides.pop("data.val_size", None) is not None:
-        raise ValueError("--val-size: an audit holds out each of its --folds in turn, so it takes no validation split")
+        raise ValueError(
+            "--val-size: an audit holds out each of its --folds in turn and validates each fold's run on "
+            "5 % of its own training folds; it takes no --val-size"
+        )
     result = audit(preset=args.preset, folds=args.folds, out=args.out, seed=args.seed,
                    duplicate_threshold=args.duplicate_threshold, quiet=bool(overrides.pop("quiet", False)),
                    **overrides)  # fmt: skip
@@ -159,6 +164,7 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def _robustness(args: argparse.Namespace) -> None:
+    from cifarlab import api  # the training stack, for the commands that need it (predict and serve do not)
     from cifarlab.evaluation.robustness import robustness_table
 
     result = api.robustness(args.run_dir, data=args.data, corruptions=args.corruptions, severities=args.severities,
@@ -169,6 +175,8 @@ def _robustness(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from cifarlab import api  # the training stack, for the commands that need it (predict and serve do not)
+
     result = api.evaluate(
         args.path,
         data=args.data,

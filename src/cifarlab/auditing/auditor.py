@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from cifarlab import api
+from cifarlab import api, progress
 from cifarlab._io.atomic import write_json, write_text
 from cifarlab._io.digest import digest_arrays
 from cifarlab.auditing.duplicates import DEFAULT_THRESHOLD, DuplicatePair, embed, find_duplicates
@@ -57,6 +56,19 @@ class AuditResult:
     labels: np.ndarray  # (N,) the given labels, in the same order
     probabilities: np.ndarray  # (N, K) out-of-fold probabilities, in the same order
     seconds: float
+
+    def _repr_html_(self) -> str:
+        """A notebook's card: the likely label errors, the worst of them, per class."""
+        from cifarlab.display.html import audit_html
+
+        return audit_html(self)
+
+    def plot(self) -> Any:
+        """Likely label errors per given class as a matplotlib Figure."""
+        from cifarlab.display.figures import audit_figure
+        from cifarlab.display.html import audit_classes
+
+        return audit_figure(audit_classes(self), self.labels, np.asarray(self.label_issues.index))
 
     def summary(self) -> str:
         """The lines the command prints."""
@@ -127,7 +139,7 @@ def audit(
 
     def announce(k: int) -> None:
         if not quiet:
-            tqdm.write(f"audit: fold {k + 1} of {folds} ({fold_run_dir(out, k)})")
+            progress.write(f"audit: fold {k + 1} of {folds} ({fold_run_dir(out, k)})")
 
     probabilities = out_of_fold_probabilities(config, dataset, pool, fold, out, on_fold=announce)
     labels = pool.labels.cpu().numpy()

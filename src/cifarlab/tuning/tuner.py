@@ -28,6 +28,18 @@ class TuneResult:
     notes: list[str]
     report: Path  # STUDY_DIR/report.html
 
+    def _repr_html_(self) -> str:
+        """A notebook's card: the winner's test accuracy over seeds, the re-runs, the search's history."""
+        from cifarlab.display.html import study_html
+
+        return study_html(self)
+
+    def plot(self) -> Any:
+        """The search's history as a matplotlib Figure (each trial's validation accuracy and the best so far)."""
+        from cifarlab.display.figures import study_figure
+
+        return study_figure(self.trials)
+
 
 def tune(
     preset: str,
