@@ -155,9 +155,9 @@ ABOVE_INFERENCE = ("cifarlab.training", "cifarlab.tuning", "cifarlab.auditing", 
                    "cleanlab")  # fmt: skip
 PUBLIC_NAMES = [
     "AuditResult", "Callback", "Classifier", "DataConfig", "Dataset", "EarlyStopping", "History", "ModelCheckpoint",
-    "RunConfig", "RunResult", "Split", "TrainConfig", "Trainer", "TuneResult", "audit", "count_params",
-    "create_model", "evaluate", "get_preset", "list_models", "list_presets", "load", "load_dataset",
-    "resolve_config", "resume", "run_ladder", "train", "tune",
+    "RunConfig", "RunResult", "Split", "TrainConfig", "Trainer", "TuneResult", "audit", "compare", "count_params",
+    "create_model", "evaluate", "get_preset", "list_models", "list_presets", "load", "load_dataset", "predict",
+    "resolve_config", "resume", "robustness", "run_ladder", "train", "tune",
 ]  # fmt: skip
 
 
