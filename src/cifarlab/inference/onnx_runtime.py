@@ -36,9 +36,9 @@ class OnnxClassifier(Predictor):
         try:
             import onnxruntime
         except ImportError:
-            raise ValueError(
-                f"{path}: running .onnx models needs onnxruntime: pip install 'cifarlab[export]'"
-            ) from None
+            from cifarlab.extras import install_command  # the standard library only
+
+            raise ValueError(f"{path}: running .onnx models needs onnxruntime: {install_command('export')}") from None
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no ONNX model at {self.path}")

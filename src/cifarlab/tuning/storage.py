@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cifarlab.extras import install_command
+
 STUDY_DB = "study.db"
 _NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "ceph", "glusterfs",
                         "fuse.glusterfs", "lustre", "gpfs", "beegfs"}  # fmt: skip
@@ -55,7 +57,7 @@ class StorageSpec:
                 return optuna.storages.RDBStorage(self.target, engine_kwargs=_engine_options(self.kind), **heartbeat)
         except ImportError:  # SQLAlchemy found no driver for the URL's database
             raise ValueError(f"--storage {self.shown}: its database driver is not installed; for PostgreSQL: "
-                             "pip install 'cifarlab[tune]' (psycopg)") from None  # fmt: skip
+                             f"{install_command('tune')} (psycopg)") from None  # fmt: skip
         except Exception as error:  # sqlalchemy's OperationalError and kin: say it in one line
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(f"--storage {self.shown}: cannot open the study database ({first})") from None
