@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from cifarlab.presets import get_preset
-from cifarlab.reports.readings import READINGS, Replayed, load_recorded, replay_run
+from cifarlab.reports.readings import Replayed, applicable, load_recorded, replay_run
 from cifarlab.reports.saved_run import load_run
 from cifarlab.training.history import History
 
@@ -92,8 +92,7 @@ def replayed(run_dir: Path) -> dict[str, Replayed] | None:
     record = load_recorded(full)
     if not record.history.has_test:
         return None
-    own = READINGS if record.seed_has_callbacks else tuple(r for r in READINGS if r.name == "none")
-    results = {reading.name: result for reading, result in replay_run(record, own)}
+    results = {reading.name: result for reading, result in replay_run(record, applicable(record))}
     return results if all(result.complete for result in results.values()) else None
 
 

@@ -15,22 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cifarlab.config import TrainConfig, config_from_dict
+from cifarlab.config import TrainConfig, config_from_dict, load_toml
 from cifarlab.presets import get_preset, list_presets
 from cifarlab.training.callbacks import recipe_callbacks, tested_epoch
 from cifarlab.training.history import History
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 NO_CALLBACKS = "\n(the seed's step has no callbacks: every epoch runs, the last weights tested)"
 READING_KEYS = (
@@ -74,9 +68,8 @@ class Reading:
         """
         path = Path(path)
         try:
-            text = path.read_text()
-            table = tomllib.loads(text)
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            table = load_toml(path)
+        except (OSError, ValueError) as error:
             raise ValueError(f"{path}: not a readable TOML file ({error})") from None
         train = table.get("train")
         other = sorted(set(table) - {"train"}) + sorted(set(train or {}) - set(READING_KEYS))
@@ -84,7 +77,7 @@ class Reading:
             raise ValueError(f"{path}: a reading is a [train] table of {', '.join(READING_KEYS)} only"
                              + (f" (it also sets {', '.join(other)})" if other else ""))  # fmt: skip
         settings = {key: tuple(value) if isinstance(value, list) else value for key, value in train.items()}
-        comments = [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")]
+        comments = [line.lstrip("#").strip() for line in path.read_text().splitlines() if line.startswith("#")]
         reading = cls(path.stem, comments[0] if comments else "", settings)
         try:
             reading.apply(TrainConfig())
@@ -206,6 +199,14 @@ class RecordedRun:
         return recipe.checkpoint_best or bool(recipe.early_stopping)
 
 
+def applicable(run: RecordedRun, readings: tuple[Reading, ...] = READINGS) -> tuple[Reading, ...]:
+    """The readings that apply to a run: all of them, or 'none' alone where the seed's step has no callbacks.
+
+    proyecto1 and proyecto4 have none: every epoch runs and the last weights are tested.
+    """
+    return readings if run.seed_has_callbacks else tuple(r for r in READINGS if r.name == "none")
+
+
 def load_recorded(run_dir: str | Path) -> RecordedRun:
     """Read a run directory's config.json and history.csv.
 
@@ -298,7 +299,7 @@ def readings(run_dirs: list[str | Path], reading_files: list[str | Path] | None 
     blocks, runs = [], []
     for run_dir in run_dirs:
         run = load_recorded(run_dir)
-        own = chosen if run.seed_has_callbacks or reading_files else tuple(r for r in READINGS if r.name == "none")
+        own = chosen if reading_files else applicable(run)
         note = "" if own is chosen else NO_CALLBACKS
         results = replay_run(run, own)
         runs.append((run, results))
