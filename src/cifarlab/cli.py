@@ -197,7 +197,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.explain is not None:
         check_explain_target(args.model, args.explain)
     classifier = load(args.model, device=args.device or "auto", precision=args.precision or "auto")
-    explainer = ExplanationWriter(classifier, args.explain) if args.explain is not None else None
+    explainer = ExplanationWriter(classifier, args.explain, tta=args.tta) if args.explain is not None else None
     skipped = 0
     for prediction in classifier.iter_predictions(args.paths, args.top_k, batch_size=args.batch_size, tta=args.tta):
         if prediction.error is not None:

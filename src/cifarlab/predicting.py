@@ -78,5 +78,5 @@ def predict(
     predictions = classifier.predict_files(paths, top_k, batch_size=batch_size, tta=tta)
     good = [p.path for p in predictions if p.error is None]
     images = {path: decode_image(path, classifier.image_size) for path in good}
-    explanations = {path: explain_file(classifier, path) for path in good} if explain else {}
+    explanations = {path: explain_file(classifier, path, tta=tta) for path in good} if explain else {}
     return Predictions(predictions, images, explanations)

@@ -281,11 +281,15 @@ def explanation_png(image: np.ndarray, maps: np.ndarray, captions: Sequence[str]
     return buffer.getvalue()
 
 
-def explain_file(classifier: Classifier, path: str | Path, top: int = 2) -> bytes:
-    """`explanation_png` of one image file, decoded as `predict` decodes it, for its `top` most likely classes."""
+def explain_file(classifier: Classifier, path: str | Path, top: int = 2, *, tta: bool | None = None) -> bytes:
+    """`explanation_png` of one image file, decoded as `predict` decodes it, for its `top` most likely classes.
+
+    `tta` as `predict`'s (None: the views the run's recipe evaluated with), so that the classes drawn are the ones
+    `predict` printed with the same option.
+    """
     pixels = decode_image(path, classifier.image_size)  # (S, S, 3)
     image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-    found = explain_top(classifier, image[None], top)
+    found = explain_top(classifier, image[None], top, tta=tta)
     names = classifier.class_names
     captions = ["input", *(f"{names[c]}: {p:.2f}" for c, p in zip(found.classes[0].tolist(),
                                                                 found.probabilities[0].tolist()))]  # fmt: skip
@@ -321,11 +325,11 @@ class ExplanationWriter:
         ValueError: for a model without gradients (ONNX), or a DIR that cannot be made.
     """
 
-    def __init__(self, classifier: Any, out_dir: str | Path, top: int = 2) -> None:
+    def __init__(self, classifier: Any, out_dir: str | Path, top: int = 2, *, tta: bool | None = None) -> None:
         if not isinstance(classifier, Classifier):
             raise ValueError("--explain needs a PyTorch model (a run directory or its model.safetensors), not ONNX")
         _check_out_dir(out_dir)
-        self.classifier, self.out_dir, self.top = classifier, Path(out_dir), top
+        self.classifier, self.out_dir, self.top, self.tta = classifier, Path(out_dir), top, tta
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -334,7 +338,7 @@ class ExplanationWriter:
 
     def write(self, path: str | Path) -> Path:
         """Explain one image file (decoded as `predict` decodes it); returns the PNG written."""
-        png = explain_file(self.classifier, path, self.top)
+        png = explain_file(self.classifier, path, self.top, tta=self.tta)
         target = self._name(Path(path).stem)
         write_with(target, lambda tmp: tmp.write_bytes(png))
         return target
