@@ -101,3 +101,27 @@ def test_cli_resume_takes_no_other_settings(tmp_path, capsys):
     assert "--resume continues a run as it was configured; drop --epochs, --no-early-stop" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "is not a cifarlab run directory" in capsys.readouterr().err
+
+
+def test_finish_run_refuses_to_restart_a_run_still_in_its_first_epoch(tmp_path):
+    # what a search's retry or an audit's fold meets when another process still trains that run's first epoch
+    dataset = make_dataset(train=64, test=32)
+    out = tmp_path / "run"
+    config = cifarlab.api.resolve_config("proyecto9", out=str(out), quiet=True, precision="fp32", **RUNS["proyecto9"])
+    errors, survived = [], []
+
+    class TryFinish(Callback):  # runs inside the first run, before its first epoch ends (no resume state yet)
+        def on_train_batch_end(self, step, logs):
+            if self.trainer.epoch == 1 and step == 1:
+                try:
+                    cifarlab.api.finish_run(config, dataset=dataset)
+                except ValueError as error:
+                    errors.append(str(error))
+                survived.append((out / "config.json").is_file())
+
+    result = train("proyecto9", dataset, out, callbacks=[TryFinish()])
+    assert errors == [f"{out} is in use by another cifarlab process (a run still training?)"] and survived == [True]
+    assert len(result.history) == RUNS["proyecto9"]["epochs"]  # the first run went on to its end
+    (out / "metrics.json").unlink()  # as a run that died in its first epoch leaves it: config.json, no resume state
+    (out / "resume.pt").unlink(missing_ok=True)
+    assert len(cifarlab.api.finish_run(config, dataset=dataset).history) == RUNS["proyecto9"]["epochs"]  # restarted

@@ -262,8 +262,13 @@ def finish_run(
         return None
     if files.resume.is_file():
         return resume(run_dir, dataset=dataset, callbacks=callbacks, quiet=quiet, test=test)
-    if run_dir.is_dir() and files.config.is_file():
-        shutil.rmtree(run_dir)  # stopped before its first epoch ended: nothing to keep
+    if run_dir.is_dir() and files.config.is_file():  # stopped before its first epoch ended: nothing to keep
+        # under the run's lock: a run still in its first epoch holds it (a search's trial whose heartbeat merely
+        # stalled, a second `train` into the same --out), and is then refused in one line instead of deleted
+        with locked_dir(run_dir):
+            if files.resume.is_file() or files.is_finished():  # it got further meanwhile, and then stopped
+                return finish_run(config, dataset=dataset, callbacks=callbacks, quiet=quiet, test=test)
+            shutil.rmtree(run_dir)
     if quiet is not None:
         config = dataclasses.replace(config, quiet=quiet)
     return train(config=config, dataset=dataset, callbacks=callbacks, test=test)

@@ -15,7 +15,6 @@ import gc
 import json
 import math
 import os
-import shutil
 import socket
 import warnings
 from collections.abc import Iterator
@@ -27,12 +26,11 @@ import torch
 
 from cifarlab import api
 from cifarlab._io.atomic import write_json
-from cifarlab._io.locks import locked_dir
 from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 from cifarlab.data import Dataset
 from cifarlab.data.dataset import select_classes, with_validation
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.run_dir import METRICS_NAME, RunFiles
+from cifarlab.training.run_dir import METRICS_NAME
 from cifarlab.tuning.space import Space, cap_epochs, config_overrides, family_of, load_space
 from cifarlab.tuning.storage import StorageSpec, resolve_storage
 
@@ -256,9 +254,9 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     pruning = PruneOnValAccuracy(trial)
     forget_compiled_kernels()
-    # a retried trial resumes its run, or keeps it when its worker died after the run was saved
+    # a retried trial resumes its run, keeps it when its worker died after the run was saved, or starts it again
+    # (refused in one line while its first worker still trains it: finish_run deletes under the run's lock)
     try:
-        clear_unstarted_run(run_dir)
         api.finish_run(search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning],
                        quiet=search.quiet, test=False)  # fmt: skip
     except ValueError as error:
@@ -277,21 +275,6 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     message = f"CUDA ran out of memory at {shown}: this trial failed, the search goes on"
     trial.set_user_attr("error", message)
     raise ValueError(message)  # the worker's catch: one trial fails, not the worker
-
-
-def clear_unstarted_run(run_dir: Path) -> None:
-    """Delete a trial's run that stopped before its first epoch ended (no resume state), under the run's lock.
-
-    A retry starts such a run again. The lock guards a live run: a worker whose heartbeat merely stalled still
-    trains its trial and holds the lock, and then the retry fails (ValueError naming the directory) instead of
-    deleting the run under it.
-    """
-    files = RunFiles(run_dir)
-    if not files.config.is_file() or files.resume.is_file() or files.is_finished():
-        return
-    with locked_dir(run_dir):
-        if files.config.is_file() and not files.resume.is_file() and not files.is_finished():  # as it was, locked
-            shutil.rmtree(run_dir)
 
 
 def release_device_memory() -> None:
