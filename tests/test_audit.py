@@ -11,15 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+import cifarlab.auditing.duplicates as duplicates_module
 from cifarlab import api
 from cifarlab.auditing import audit
-from cifarlab.auditing.duplicates import embed, find_duplicates
+from cifarlab.auditing.duplicates import DEFAULT_THRESHOLD, aligned_similarity, embed, find_duplicates
+from cifarlab.auditing.edits import make_near_duplicates, shift
 from cifarlab.auditing.folds import FOLD_VAL_SIZE, assign_folds
 from cifarlab.auditing.label_issues import find_label_issues, loss_ranking, recall_at
 from cifarlab.cli import main
 from cifarlab.data import Split
-from tests.factories import load_script, make_dataset, make_split, write_image_folder
+from cifarlab.inference.classifier import Classifier, _middle_layer
+from cifarlab.models.registry import create_model
+from tests.factories import load_script, make_dataset, write_image_folder
 
 FOLD_RUN = ["--preset", "proyecto1", "--epochs", "6", "--folds", "3", "--precision", "fp32", "--quiet"]
 
@@ -54,22 +59,52 @@ def test_confident_learning_finds_planted_flips_among_noisy_probabilities():
     assert probabilities[baseline[0], given[baseline[0]]] == probabilities[np.arange(n), given].min()
 
 
-def test_near_duplicates_survive_re_encoding_and_brightness_but_not_a_new_image():
-    train = make_split(40, seed=0)
-    test = make_split(6, seed=1)
-    copy = train.images[7].clone()
-    brighter = (train.images[3].float() * 0.8 + 30).round().clamp(0, 255).to(torch.uint8)
-    test_images = torch.cat([test.images, copy[None], brighter[None]])
-    test = Split(test_images, torch.cat([test.labels, train.labels[[7, 3]]]))
-    train_images = train.images.clone()
-    train_images[20] = train_images[11]  # a copy within train
-    train = Split(train_images, train.labels)
-    pairs = find_duplicates(embed(train.images), embed(test.images), train, test, threshold=0.97)
+def smooth_images(n: int, seed: int) -> torch.Tensor:
+    """(n, 3, 32, 32) uint8 images of smooth random shapes and colours, like photographs at this size (no noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 6, 6, generator=generator) * 255
+    return F.interpolate(coarse, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 255).round().byte()
+
+
+def test_near_duplicates_are_the_same_shot_edited_and_not_a_new_image():
+    train = Split(smooth_images(60, seed=0), torch.arange(60) % 4)
+    edits = ("shift", "crop", "rescale", "colour", "jpeg")  # each alone (all at once: about half, docs/audit.md)
+    made, sources, kinds = make_near_duplicates(train.images, per_edit=3, seed=0, edits=edits)
+    strangers = smooth_images(12, seed=1)  # different photographs
+    test = Split(torch.cat([made, strangers]), torch.zeros(len(made) + 12, dtype=torch.int64))
+    train.images[40] = train.images[11]  # a copy within train
+    pairs = find_duplicates(train, test, threshold=0.9)  # random colours: a saturation change moves them more
     found = {(p.kind, p.first, p.second): p for p in pairs}
-    assert set(found) == {("train-train", 11, 20), ("test-train", 6, 7), ("test-train", 7, 3)}
-    assert found[("test-train", 6, 7)].pixel_difference == 0 and found[("test-train", 6, 7)].similarity > 0.999
-    assert found[("test-train", 7, 3)].pixel_difference > 5  # not a copy, still a pair
+    made_pairs = {("test-train", i, int(s)) for i, s in enumerate(sources)}
+    assert set(found) == {("train-train", 11, 40)} | made_pairs, (kinds, pairs)
+    assert found[("train-train", 11, 40)].pixel_difference == 0 and found[("train-train", 11, 40)].similarity > 0.999
     assert pairs[0].kind == "train-train"
+    frame_only = embed(made) @ embed(train.images).T  # the finder before alignment: shifts and crops were lost
+    shifted = [i for i, kind in enumerate(kinds) if kind in ("shift", "crop")]
+    assert (frame_only[shifted, sources[shifted]] < 0.97).any()
+
+
+def test_aligned_similarity_ignores_brightness_and_colour_balance_but_not_content():
+    images = smooth_images(2, seed=3).float()
+    recoloured = (images[:1] * torch.tensor([0.8, 1.0, 1.1])[:, None, None] + 20).clamp(0, 255).round().byte()
+    similarity = aligned_similarity(torch.cat([recoloured, recoloured]), images.round().byte())
+    assert similarity[0] > 0.99 and similarity[1] < 0.9
+    flat = torch.full((1, 3, 32, 32), 128, dtype=torch.uint8)  # a blank image and its copy: a pair all the same
+    assert find_duplicates(Split(torch.cat([flat, images.byte()]), torch.zeros(3, dtype=torch.int64)),
+                           Split(flat.clone(), torch.zeros(1, dtype=torch.int64)))[-1].similarity == 1.0  # fmt: skip
+
+
+def test_the_network_features_bring_candidates_the_frame_misses(monkeypatch):
+    train = Split(smooth_images(200, seed=0), torch.zeros(200, dtype=torch.int64))
+    shifted = torch.stack([shift(train.images[7].float(), np.random.default_rng(0))]).round().byte()
+    test = Split(shifted, torch.zeros(1, dtype=torch.int64))
+    monkeypatch.setattr(duplicates_module, "CANDIDATES", 1)
+    frame_rank = (embed(train.images) @ embed(shifted)[0]).argsort(descending=True).tolist().index(7)
+    assert frame_rank > 0  # the frame embedding alone does not put the source first
+    assert [p.second for p in find_duplicates(train, test) if p.kind == "test-train"] == []  # never aligned with it
+    features = (torch.eye(200), torch.eye(200)[7:8])  # a network that knows the shot
+    (pair,) = [p for p in find_duplicates(train, test, features=features) if p.kind == "test-train"]
+    assert pair.second == 7 and pair.similarity >= DEFAULT_THRESHOLD
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +272,23 @@ def test_each_fold_run_validates_on_its_training_folds_and_the_plan_knows_the_im
     for other in (brighter, relabelled):
         with pytest.raises(ValueError, match=rf"--out {out} holds another audit \(its data_sha256 differ\)"):
             audit(dataset=other, **options)
+
+
+@pytest.mark.parametrize("name", ["airnet88", "proyecto5"])
+def test_descriptors_come_from_a_middle_feature_map_and_ignore_the_mirror(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=4)
+    meta = {"model": name, "class_names": ["a", "b", "c", "d"], "image_size": 32,
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}  # fmt: skip
+    classifier = Classifier(model, meta, device="cpu", precision="fp32")
+    images = smooth_images(6, seed=4)
+    found = classifier.descriptors(images, batch_size=4)
+    assert torch.allclose(found, classifier.descriptors(images.flip(3)), atol=1e-5)  # a shot and its mirror
+    maps = []
+    layer = _middle_layer(model, 32, torch.device("cpu"))
+    hook = layer.register_forward_hook(lambda module, inputs, output: maps.append(output))
+    model(torch.zeros(1, 3, 32, 32))
+    hook.remove()
+    assert found.shape == (6, 2 * maps[0].shape[1]) and 32 / 5 <= maps[0].shape[-1] < 32 / 2  # neither head nor input
+    assert not any(m._forward_hooks for m in model.modules())  # nothing left behind
+    assert (F.normalize(found, dim=1) @ F.normalize(found, dim=1).T).fill_diagonal_(0).max() < 0.9999  # apart

@@ -84,6 +84,39 @@ class Classifier(Predictor):
         )
         return (logits / self.temperature).softmax(dim=1).cpu()
 
+    def descriptors(self, images: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+        """(N, 2C) float32 descriptors of (N, 3, H, W) uint8 images, for finding the same shot again.
+
+        The network's deepest feature map still at least a fifth of the image's side (C channels; AirNet's second
+        group, a seed CNN's third stage), averaged and max-pooled over its positions, image and mirror image
+        averaged. Deep enough to ignore a shift, a crop or a colour change, early enough to tell two photographs
+        of the same class apart, which the head's features, trained to put a class together, do not.
+        """
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
+        layer = _middle_layer(self.model, images.shape[-1], self.device)
+        captured: list[torch.Tensor] = []
+        hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(output))
+
+        def pooled(x: torch.Tensor) -> torch.Tensor:
+            self.model(x)
+            maps = captured.pop().float()
+            return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
+
+        split = Split(images.to(self.device), torch.zeros(len(images), dtype=torch.int64, device=self.device))
+        try:
+            return predict_logits(
+                self.model,
+                split,
+                self.normalization,
+                batch_size=batch_size,
+                precision=self.precision,
+                channels_last=self.channels_last,
+                forward=lambda x: (pooled(x) + pooled(x.flip(3))) / 2,
+            ).cpu()
+        finally:
+            hook.remove()
+
     def evaluate(self, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> EvalResult:
         """Loss, accuracy and confusion matrix on a labelled split (loss and probabilities with the temperature)."""
         return evaluate_model(
@@ -96,3 +129,23 @@ class Classifier(Predictor):
             channels_last=self.channels_last,
             temperature=self.temperature,
         )
+
+
+def _middle_layer(model: nn.Module, side: int, device: torch.device) -> nn.Module:
+    """The last module to run whose output is a feature map at least a fifth of the input's side."""
+    found: list[nn.Module] = []
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * 5 >= side:
+            found.append(module)
+
+    hooks = [module.register_forward_hook(record) for module in model.modules() if module is not model]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, side, side, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no feature map to describe images with")
+    return found[-1]

@@ -78,7 +78,7 @@ def _summary(f: dict[str, Any]) -> str:
             "test images with a near-duplicate in train",
             f"{f['test_near_train']} ({test_share:.2f} % of {f['test_images']})",
         ),  # fmt: skip
-        ("similarity threshold", f"{f['duplicate_threshold']} (correlation of the images' 16x16 versions)"),
+        ("similarity threshold", f"{f['duplicate_threshold']} (best correlation of the two images aligned)"),
     ]
     flagged = sorted(f["label_issues_by_given_class"].items(), key=lambda kv: -kv[1])
     by_class = table(("given class", "flagged"), flagged, (False, True))
@@ -149,9 +149,10 @@ def _method(f: dict[str, Any]) -> str:
         "Northcutt et al., JAIR 2021) then estimated, for each pair of classes, how many images of one carry the "
         "other's label, and flagged that many of the least likely labels. A flag is a candidate for a person to look "
         "at, not a verdict: ambiguous images (a cat that looks like a dog) are flagged too.</p>"
-        "<p>Near-duplicates: each image is averaged down to 16x16 pixels, and two images' similarity is the "
-        "correlation of these small versions (1 for a copy; near 1 for a re-encoding, a change of brightness or "
-        "contrast, a resize). Each training image is paired with its most similar other training image, and each "
-        "test image with its most similar training image; pairs at or above the threshold are listed, with the mean "
-        "absolute pixel difference (0 to 255; 0 is a copy).</p>"
+        "<p>Near-duplicates: each image's nearest training images, by their 16x16 versions and by the first fold "
+        "model's features, are aligned with it: the centre of one, zoomed in up to 1.33 times, slid over the other. "
+        "Two images' similarity is the best correlation found (1 for a copy; near 1 for the same shot shifted, "
+        "cropped, rescaled, recoloured or re-encoded). Each training image is paired with its most similar other "
+        "training image, and each test image with its most similar training image; pairs at or above the threshold "
+        "are listed, with the mean absolute pixel difference (0 to 255; 0 is a copy).</p>"
     )
