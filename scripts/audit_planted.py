@@ -132,13 +132,13 @@ def main() -> None:
     planted_index = np.nonzero(np.isin(np.asarray(base.paths), planted))[0]
     started = time.perf_counter()
     plain = without_tta(base, args.folds, seeds[0])
+    print(f"(re-predicting without test-time augmentation took {time.perf_counter() - started:.0f} s)")
     rows.append(report(f"{presets[0]} seed {seeds[0]}, no test-time augmentation", base.labels, plain,
                        planted_index, base.seconds / 60))  # fmt: skip
     if len(first) > 1:  # the same images in the same order in every audit of the same folder
         mean = np.mean([r.probabilities for r in first], axis=0)
         rows.append(report(f"{presets[0]} seeds {args.seeds} averaged", base.labels, mean, planted_index,
                            sum(r.seconds for r in first) / 60))  # fmt: skip
-    print(f"(re-predicting without test-time augmentation took {time.perf_counter() - started:.0f} s)")
     if args.out:
         record = {"source": str(args.source), "per_class": args.per_class, "share": args.share, "flips": args.flips,
                   "model": args.model, "folds": args.folds, "hardware": machine, "planted": len(planted_index),

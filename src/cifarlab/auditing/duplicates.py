@@ -14,9 +14,9 @@ Found in two stages, as image retrieval does it:
    every position of the other (shifts of up to 6 pixels), and the other way round, both blurred by a pixel first
    (the detail a rescale or a re-encoding loses is not compared). At each position the similarity is the normalized
    correlation over the three channels, each less its own mean (a change of brightness, contrast or colour balance
-   leaves it near 1); the pair's similarity is the best position's. So the same shot
-   shifted, cropped, rescaled, recoloured or re-encoded comes out near 1, and two different photographs of the same
-   kind of thing, even the nearest in features, stay lower: the figures for both are in docs/audit.md.
+   leaves it near 1); the pair's similarity is the best position's. So the same shot shifted, cropped, rescaled,
+   recoloured or re-encoded comes out near 1, and two different photographs of the same kind of thing, even the
+   nearest in features, stay lower: the figures for both are in docs/audit.md.
 
 Each image is paired with its most similar candidate; pairs at or above the threshold are kept, with the mean
 absolute pixel difference of the two frames beside them (0 for an exact copy).
@@ -109,7 +109,7 @@ def find_duplicates(
 
     Each train image is paired with its most similar other train image (each pair once; not when `within_train` is
     False), each test image with its most similar train image, among the candidates of `features` (train's and
-    test's, as `Classifier.features` gives them) and of the frame embedding.
+    test's, as `Classifier.descriptors` gives them) and of the frame embedding.
     """
     frames = (embed(train.images), embed(test.images))
     embeddings = [frames] if features is None else [frames, features]
@@ -146,12 +146,11 @@ def _best_matches(
     key_index = candidates[query_index, slot]
     similarity = torch.cat([_similarity(queries[q], keys[k]) for q, k in zip(query_index.split(_CHUNK * 4),
                                                                             key_index.split(_CHUNK * 4))])  # fmt: skip
-    best = torch.full((len(queries),), -2.0).scatter_reduce(0, query_index, similarity, "amax")
-    winner = similarity == best[query_index]
-    found: dict[int, tuple[int, float]] = {}
-    for q, key, value in zip(query_index[winner].tolist(), key_index[winner].tolist(), similarity[winner].tolist()):
-        found.setdefault(q, (key, value))
-    return [(q, key, value) for q, (key, value) in sorted(found.items())]
+    scores = torch.full(candidates.shape, -2.0)  # a repeated key keeps -2: its first slot holds its similarity
+    scores[query_index, slot] = similarity
+    best, at = scores.max(dim=1)  # the first of equals: the lowest key index
+    keys_found = candidates.gather(1, at[:, None])[:, 0]
+    return list(zip(range(len(queries)), keys_found.tolist(), best.tolist()))
 
 
 def _similarity(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
