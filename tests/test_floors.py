@@ -157,7 +157,7 @@ PUBLIC_NAMES = [
     "AuditResult", "Callback", "Classifier", "DataConfig", "Dataset", "EarlyStopping", "History", "ModelCheckpoint",
     "RunConfig", "RunResult", "Split", "TrainConfig", "Trainer", "TuneResult", "audit", "compare", "count_params",
     "create_model", "evaluate", "get_preset", "list_models", "list_presets", "load", "load_dataset", "predict",
-    "resolve_config", "resume", "robustness", "run_ladder", "train", "tune",
+    "resolve_config", "resume", "robustness", "run_ladder", "train", "train_within", "tune",
 ]  # fmt: skip
 
 

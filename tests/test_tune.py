@@ -282,7 +282,7 @@ def test_a_proxy_too_short_for_keras_batchnorm_is_named_up_front(setup, tmp_path
     assert search_module.short_proxy_note(search, api.load_training_data(search.base_config)) is not None  # 200 x 4
 
 
-def fake_trial(search, trial, dataset):
+def fake_trial(search, trial, dataset, sizes=None):
     """A trial that samples its point and trains nothing: what is tested is the search's bookkeeping."""
     values = {name: param.suggest(trial) for name, param in search.space.items()}
     return float(values["lr"])

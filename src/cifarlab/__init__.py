@@ -43,6 +43,7 @@ _EXPORTS = {
     "robustness": "cifarlab.scoring",
     "run_ladder": "cifarlab.ladder",
     "train": "cifarlab.api",
+    "train_within": "cifarlab.budget",
     "tune": "cifarlab.tuning",
 }
 
@@ -66,6 +67,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # type checkers and IDEs see the names as if imported eagerly (the imports are the exports)
     from cifarlab.api import RunResult, evaluate, resolve_config, resume, train  # noqa: F401
     from cifarlab.auditing import AuditResult, audit  # noqa: F401
+    from cifarlab.budget import train_within  # noqa: F401
     from cifarlab.config import DataConfig, RunConfig, TrainConfig  # noqa: F401
     from cifarlab.data import Dataset, Split, load_dataset  # noqa: F401
     from cifarlab.inference.classifier import Classifier  # noqa: F401

@@ -53,6 +53,8 @@ def _train(args: argparse.Namespace) -> None:
         if args.resume is None:
             api.resolve_config(args.preset, config_file=args.config, **overrides)  # a bad option: one line, here
         return distributed.launch(distributed.strip_option(args.argv, "--nproc"), args.nproc)
+    if args.budget is not None:
+        return _train_within(args, overrides)
     if args.resume is not None:
         given = [key for key in overrides if key != "quiet"]
         flags = [flag for flag, value in (("--preset", args.preset), ("--config", args.config)) if value is not None]
@@ -67,6 +69,20 @@ def _train(args: argparse.Namespace) -> None:
     print(result.summary())
     print(result.test.percent())
     print(f"run saved to {result.run_dir}")
+
+
+def _train_within(args: argparse.Namespace, overrides: dict) -> None:
+    from cifarlab.budget import train_within
+
+    flags = [flag for flag, value in (("--preset", args.preset), ("--config", args.config), ("--resume", args.resume),
+                                      ("--nproc", args.nproc)) if value is not None]  # fmt: skip
+    if flags:
+        raise ValueError(f"--budget chooses the recipe and trains it in one process; drop {', '.join(flags)}")
+    result = train_within(args.budget, callbacks=_trackers(args.logger), **overrides)
+    print(result.run.summary())
+    print(result.run.test.percent())
+    print(f"run saved to {result.run.run_dir}")
+    print(result.summary())
 
 
 def _trackers(name: str | None) -> list:
@@ -121,7 +137,7 @@ def _tune(args: argparse.Namespace) -> None:
     result = tune(args.preset, space=args.space, trials=args.trials, timeout=args.timeout, workers=args.workers,
                   storage=args.storage, study=args.study, study_dir=args.study_dir, epochs=args.epochs,
                   seed=args.seed, top_k=args.top_k, seeds=args.rerun_seeds, pruner=args.pruner,
-                  heartbeat_seconds=args.heartbeat,
+                  heartbeat_seconds=args.heartbeat, frontier=args.frontier,
                   quiet=bool(overrides.pop("quiet", False)), **overrides)  # fmt: skip
     for note in result.notes:
         print(f"note: {note}")
@@ -134,6 +150,10 @@ def _tune(args: argparse.Namespace) -> None:
     print(result.table, end="")
     if result.best_toml is not None:
         print(f"best config: {result.best_toml} (cifarlab train --config {result.best_toml})")
+    if args.frontier:
+        print("no best.toml: a --frontier study's answer is its front, one point per budget")
+    if result.front_json is not None:
+        print(f"front: {result.front_json} (the points, their overrides, FLOPs and seconds, for train --budget)")
     print(f"report: {result.report}")
 
 

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="TOML", help="run config file applied over the preset, before the flags")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch, "
                    "as it was configured (only --quiet and --logger may be added)")  # fmt: skip
+    p.add_argument("--budget", metavar="DURATION", help="instead of --preset: the most accurate recipe of the "
+                   "measured accuracy-cost front that this machine trains in DURATION of command time (loading, "
+                   "testing and saving included), e.g. 3m, 7m, 15m (docs/budget.md)")  # fmt: skip
     p.add_argument("--logger", choices=["tensorboard", "mlflow"], help="also log the run to TensorBoard "
                    "(RUN_DIR/tensorboard) or MLflow ($MLFLOW_TRACKING_URI, else ./mlruns); needs its "
                    "extra")  # fmt: skip
@@ -88,12 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir", metavar="DIR", help="trials, re-runs, best.toml (default runs/tune/<study>)")
     p.add_argument("--epochs", type=int, metavar="N", help="at most N epochs per trial and re-run (a proxy budget)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="the trials' seed; re-runs use the next ones")
-    p.add_argument("--top-k", type=int, default=3, metavar="K", help="best trials re-run over seeds (default 3)")
+    p.add_argument("--top-k", type=int, metavar="K", help="best trials re-run over seeds (default 3; with --frontier: "
+                   "at most K front points, spread along the cost axis, default all)")  # fmt: skip
     p.add_argument("--rerun-seeds", type=int, default=3, metavar="N", help="seeds per re-run (default 3)")
     p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median",
                    help="stop hopeless trials early (default median: Optuna's MedianPruner)")  # fmt: skip
     p.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS", help="database storages: a trial whose "
                    "worker is silent for twice this is failed and retried, resuming its run (default 60)")  # fmt: skip
+    p.add_argument("--frontier", action="store_true", help="search accuracy against cost (FLOPs): two objectives, "
+                   "no pruning; re-run the Pareto front and write front.json instead of best.toml")  # fmt: skip
     options.add_flags(p, _run_options(keys=("quiet",)), grouped=False)
     options.add_flags(p, _run_options(groups=LADDER_GROUPS))
 

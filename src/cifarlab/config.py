@@ -108,6 +108,10 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
     ema: float = 0.0  # decay of an exponential moving average of the weights, used at the end; 0 = off
     tta: int = 0  # test-time augmentation of the test evaluation: 0 off, 1 mirror, 2 mirror + 1-pixel shifts
+    # train by the clock (what `train --budget` sets): this many seconds of training, validation after each epoch
+    # included; the learning rate decays to 0 as the time runs out, and `epochs` is the planned count (the
+    # progressive-resizing and whitening epochs are counted against it) rather than a limit. None: by epochs
+    duration: float | None = None
     test_each_epoch: bool = option(False, const=True, help="also evaluate the test split after every epoch, into "
                                    "history's test_loss and test_accuracy, for analysis only: no callback, "
                                    "checkpoint or early stopping reads them")  # fmt: skip
@@ -152,6 +156,8 @@ class TrainConfig:
             raise ValueError(f"train.ema must be in [0, 1), got {self.ema}")
         if self.tta not in (0, 1, 2):
             raise ValueError(f"train.tta must be 0, 1 or 2; got {self.tta}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"train.duration must be a positive number of seconds, got {self.duration}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.loss == "keras_probs" and self.label_smoothing:

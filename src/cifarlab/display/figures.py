@@ -78,7 +78,8 @@ def study_figure(trials: Sequence[Any], winner: int | None = None) -> Figure:
     """
     fig = NotebookFigure(figsize=(9, 3.8))
     ax = fig.subplots()
-    complete = [(t.number, t.value * 100) for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    # values[0]: the validation accuracy, in a --frontier study too (whose trials have no single `value`)
+    complete = [(t.number, t.values[0] * 100) for t in trials if t.state.name == "COMPLETE" and t.values]
     pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)] * 100)
               for t in trials if t.state.name == "PRUNED" and t.intermediate_values]  # fmt: skip
     if complete:

@@ -106,9 +106,12 @@ def study_html(result: Any) -> str:
         if preset is not None and preset is not best:
             p_mean, p_std = preset.test_mean_std
             caption += f"; the preset {preset.name}: {p_mean:.2f} ± {p_std:.2f} %"
+    elif getattr(result, "front_json", None) is not None:  # --frontier: the front is the answer
+        key = f"{len(result.candidates) - 1} front points"
+        caption = f"accuracy against cost, re-run over seeds with the preset: {result.front_json}"
     else:
-        complete = [t for t in result.trials if t.state.name == "COMPLETE" and t.value is not None]
-        key = f"{max(t.value for t in complete) * 100:.2f} %" if complete else "-"
+        complete = [t for t in result.trials if t.state.name == "COMPLETE" and t.values]
+        key = f"{max(t.values[0] for t in complete) * 100:.2f} %" if complete else "-"
         caption = f"best validation accuracy of {len(result.trials)} trials (no re-runs)"
     rows = [(c.name, _blank(c.search_value, "{:.4f}"), f"{c.val_mean:.2f}",
              "{:.2f} ± {:.2f}".format(*c.test_mean_std), len(c.test)) for c in result.candidates]  # fmt: skip

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 from cifarlab._io.atomic import write_text
+from cifarlab._io.durations import format_duration
 from cifarlab.reports.html import esc, figure_png, img, page, plt, section, table
 from cifarlab.reports.plots import TEST_LABEL, TEST_NOTE
 from cifarlab.reports.saved_run import SavedRun, find_runs, load_run
@@ -198,12 +199,6 @@ def _percent(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 def _spread(values: list[int]) -> str:
     return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
@@ -222,7 +217,7 @@ def _group_row(group: RunGroup) -> tuple[str, ...]:
         f"{params['total']:,}" if params else "?",
         f"{_spread([run.epochs_run for run in group.runs])}/{first.epochs_planned}",
         _spread(best) if all(b is not None for b in best) else "-",
-        _duration(statistics.fmean(run.train_seconds for run in group.runs)),
+        format_duration(statistics.fmean(run.train_seconds for run in group.runs)),
         f"{statistics.fmean(speeds):,.0f}" if speeds else "-",
         _percent(statistics.fmean(vals) if vals else None),
         test,
@@ -293,7 +288,7 @@ def _html(groups: list[RunGroup], rows: list[tuple[str, ...]], flagged: list) ->
     numeric = [False, False] + [True] * (len(_HEADERS) - 2)
     per_run = [
         (run.label, run.config.seed, run.run_dir.name, f"{run.epochs_run}/{run.epochs_planned}",
-         _blank(run.metrics.get("best_epoch")) or "-", _duration(run.train_seconds),
+         _blank(run.metrics.get("best_epoch")) or "-", format_duration(run.train_seconds),
          _percent(None if run.best_val_accuracy is None else run.best_val_accuracy * 100),
          f"{run.metrics['test_accuracy'] * 100:.2f}", run.metrics.get("stopped", "-"))
         for group in groups for run in group.runs

@@ -1,5 +1,7 @@
 """A search's report.html: what was searched, how the trials went, what mattered, and whether the winner held up.
 
+A `--frontier` study's report leads with its front (accuracy against cost: `study_front`) instead of a winner.
+
 Drawn from plain values (`StudyFacts`) that `cifarlab.tuning` gathers from the Optuna study and the re-runs, so
 this module needs neither Optuna nor the tuner; like a run's report.html it is one self-contained page.
 """
@@ -18,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cifarlab._io.atomic import write_text
 from cifarlab.reports.html import esc, figure_png, img, key_values, page, plt, section, table
+from cifarlab.reports.study_front import front_section
 
 STUDY_REPORT = "report.html"
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
@@ -34,7 +37,8 @@ class TrialFacts:
     params: dict[str, Any]
     intermediate: dict[int, float] = field(default_factory=dict)  # epoch -> validation accuracy in %
     run_dir: str | None = None
-    duration_seconds: float | None = None
+    duration_seconds: float | None = None  # the trial's wall seconds, on the machine its worker ran on
+    tflops: float | None = None  # --frontier: the recipe's cost in TFLOPs (COMPLETE trials only)
 
 
 @dataclass
@@ -50,6 +54,8 @@ class RerunRow:
     is_winner: bool = False
     is_preset: bool = False
     trial: int | None = None  # the trial's number (None for the preset)
+    tflops: float | None = None  # --frontier: the configuration's cost in TFLOPs, on the re-runs' splits
+    seconds: float | None = None  # --frontier: mean wall seconds of its re-runs (None where none was measured)
 
 
 @dataclass
@@ -70,6 +76,10 @@ class StudyFacts:
     verdict: str = ""  # the last line of the terminal re-run table
     best_toml: Path | None = None
     notes: list[str] = field(default_factory=list)
+    frontier: bool = False  # two objectives: validation accuracy against the recipe's TFLOPs
+    front: list[int] = field(default_factory=list)  # --frontier: the Pareto front's trial numbers, cheapest first
+    front_json: Path | None = None  # --frontier: where the re-run front was written
+    machine: str = ""  # --frontier: the hardware the re-runs ran on (their seconds are this machine's)
 
 
 def write_study_report(out: Path, study: StudyFacts) -> Path:
@@ -87,11 +97,12 @@ def render_study_report(study: StudyFacts) -> str:
     """The study report as an HTML string (see `write_study_report`)."""
     sections = [
         section("searched", "What was searched", _searched(study)),
+        section("front", "Front: accuracy against cost", front_section(study)) if study.frontier else "",
         section("history", "Optimisation history", _history(study)),
         section("importances", "Parameter importances", _importances(study)),
         section("parallel", "Parallel coordinates", _parallel(study)),
-        section("pruning", "Validation accuracy per epoch (pruning)", _pruning(study)),
-        section("reruns", "Re-runs: the best trials against the preset", _reruns(study)),
+        section("pruning", "Validation accuracy per epoch" + ("" if study.frontier else " (pruning)"), _pruning(study)),
+        "" if study.frontier else section("reruns", "Re-runs: the best trials against the preset", _reruns(study)),
         section("trials", "Every trial", _trials_table(study)),
     ]
     return page(f"cifarlab tune: {study.name}", f"{study.study_dir} - {_state_counts(study.trials)}", sections)
@@ -114,6 +125,7 @@ def _searched(study: StudyFacts) -> str:
         ("storage", study.storage),
         ("trials", _state_counts(study.trials)),
         ("epochs per trial", f"at most {study.epochs_cap} (--epochs)" if study.epochs_cap else "as the space samples"),
+        ("objectives", _objectives(study)),
         ("study folder", study.study_dir),
     ]
     notes = "".join(f'<p class="note">{esc(note)}</p>' for note in study.notes)
@@ -124,6 +136,12 @@ def _searched(study: StudyFacts) -> str:
         + "<p>Trials never read the test split: each trains with an empty one and is scored by its final model's "
         "validation accuracy. Only the re-runs below see the test images.</p>" + notes
     )
+
+
+def _objectives(study: StudyFacts) -> str:
+    if study.frontier:
+        return "validation accuracy (up) against cost in TFLOPs (down): --frontier, the Pareto front"
+    return "validation accuracy (up)"
 
 
 def _shown_value(trial: TrialFacts) -> float | None:
@@ -194,7 +212,8 @@ def _importances(study: StudyFacts) -> str:
         ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{values[name]:.2f}", va="center",
                 fontsize=8)  # fmt: skip
     ax.set_xlim(0, max(max(values.values()) * 1.18, 0.05))
-    ax.set_xlabel("importance (share of the validation accuracy's variation)")
+    ax.set_xlabel("importance (share in reaching the Pareto front)" if study.frontier else
+                  "importance (share of the validation accuracy's variation)")  # fmt: skip
     ax.set_title("Parameter importances")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -324,6 +343,11 @@ def _pruning(study: StudyFacts) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4, frameon=False)  # off the points
     fig.tight_layout()
+    if study.frontier:
+        return img(figure_png(fig), "validation accuracy per epoch of every trial") + (
+            "<p>Each trial's validation accuracy after every epoch, from its run's history: a --frontier study "
+            "prunes nothing (Optuna cannot prune a study of two objectives), so every trial ran to its end.</p>"
+        )
     return img(figure_png(fig), "validation accuracy per epoch of every trial") + (
         "<p>What the pruner saw: each trial reports its validation accuracy every epoch, and a pruned trial "
         "(dashed, x where it stopped) fell below what the pruner expected of a trial at that epoch.</p>"
@@ -391,9 +415,13 @@ def _trials_table(study: StudyFacts) -> str:
         last = f"{t.intermediate[max(t.intermediate)]:.2f} (epoch {max(t.intermediate)})" if t.intermediate else "-"
         seconds = "-" if t.duration_seconds is None else f"{t.duration_seconds:.0f} s"
         value = "-" if t.value is None else f"{t.value:.2f}"
-        rows.append((t.number, t.state.lower(), value, last, seconds, _params_text(t.params), t.run_dir or "-"))
-    headers = ("trial", "state", "val acc", "last reported", "time", "parameters", "run directory")
-    return table(headers, rows, (True, False, True, True, True, False, False)) + (
+        front = " (front)" if t.number in study.front else ""
+        cost = [("-" if t.tflops is None else f"{t.tflops:.4g}") + front] if study.frontier else []
+        rows.append((t.number, t.state.lower(), value, *cost, last, seconds, _params_text(t.params), t.run_dir or "-"))
+    headers = ("trial", "state", "val acc", *(["TFLOPs"] if study.frontier else []), "last reported", "time",
+               "parameters", "run directory")  # fmt: skip
+    numeric = (True, False, True, *([True] if study.frontier else []), True, True, False, False)
+    return table(headers, rows, numeric) + (
         "<p>Accuracies in %: <i>val acc</i> is a complete trial's final model; <i>last reported</i> is the last "
         "epoch's validation accuracy the pruner saw.</p>"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -54,19 +54,39 @@ def build_optimizer(
     )
 
 
-def lr_factor(step: int, total_steps: int, recipe: TrainConfig, steps_per_epoch: int) -> float:
-    """Multiplier of the peak learning rate at optimiser step `step` (0-based)."""
+def lr_factor(
+    step: int, total_steps: int, recipe: TrainConfig, steps_per_epoch: int, progress: float | None = None
+) -> float:
+    """Multiplier of the peak learning rate at optimiser step `step` (0-based).
+
+    `warmup_linear` rises over `warmup_epochs` of steps, then decays linearly to 0 at the last step; for a run by
+    the clock (`progress`: the share of `train.duration` spent) the decay reaches 0 when the time runs out, from
+    the share of the planned steps that warmup takes.
+    """
     if recipe.schedule == "constant":
         return 1.0
     warmup = recipe.warmup_epochs * steps_per_epoch
+    if progress is not None:
+        rise = (step + 1) / warmup if step < warmup else 1.0
+        share = min(warmup / max(1, total_steps), 0.5)
+        return max(0.0, min(rise, (1.0 - progress) / (1.0 - share)))
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total_steps - step) / max(1.0, total_steps - warmup))
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, recipe: TrainConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer,
+    recipe: TrainConfig,
+    steps_per_epoch: int,
+    progress: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler following `lr_factor`."""
+    """A per-step scheduler following `lr_factor`; `progress` reads a clock for a run by the clock."""
     total = recipe.epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, recipe, steps_per_epoch))
+    if progress is None:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total, recipe, steps_per_epoch)
+        )
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, recipe, steps_per_epoch, progress())
+    )

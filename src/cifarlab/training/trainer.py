@@ -29,6 +29,7 @@ from cifarlab.evaluation.tta import TTA
 from cifarlab.inference.checkpoint import load_state, save_checkpoint
 from cifarlab.models.registry import create_model
 from cifarlab.training.callbacks import Callback, ModelCheckpoint, recipe_callbacks, tested_epoch
+from cifarlab.training.clock import TrainingClock
 from cifarlab.training.distributed import init_for_run
 from cifarlab.training.ema import WeightAverage
 from cifarlab.training.history import History
@@ -120,7 +121,9 @@ class Trainer:
             **self.dist.loader_options(config.seed),  # this rank's share of each batch, augmented its own way
         )
         self.optimizer = build_optimizer(self.model, self.recipe)
-        self.scheduler = build_scheduler(self.optimizer, self.recipe, len(self.train_loader))
+        self.clock = TrainingClock(self.recipe.duration) if self.recipe.duration is not None else None
+        self.scheduler = build_scheduler(self.optimizer, self.recipe, len(self.train_loader),
+                                         self.clock.progress if self.clock is not None else None)  # fmt: skip
         self.ema = WeightAverage(self.model, self.recipe.ema) if self.recipe.ema > 0 else None
         self.history = History()
         self.epoch = 0
@@ -181,8 +184,10 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_begin()
         self.stop_requests.announce = self.dist.is_main
+        if self.clock is not None:
+            self.clock.start()
         with self.stop_requests:
-            while self.epoch < self.recipe.epochs and not self.stop_training:
+            while self._more_epochs():
                 self.epoch += 1
                 started = time.perf_counter() - (self._partial["seconds"] if self._partial else 0.0)
                 logs = self._train_epoch()
@@ -194,7 +199,7 @@ class Trainer:
                 self.history.append({**logs, **self._analysis()})  # callbacks below see `logs` alone
                 if self.writes:
                     self.files.write_history(self.history)
-                self.log(_epoch_line(self.epoch, self.recipe.epochs, logs))
+                self.log(_epoch_line(self.epoch, self._planned(), logs))
                 for callback in self.callbacks:
                     callback.on_epoch_end(self.epoch, logs)
                 self._save_resume()
@@ -205,6 +210,24 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_end()
         return self.history
+
+    def _more_epochs(self) -> bool:
+        """Whether to train another epoch: the recipe's epochs, or by the clock until its time is spent."""
+        if self.stop_training:
+            return False
+        if self.clock is None:
+            return self.epoch < self.recipe.epochs
+        return not self.dist.max(int(self.clock.is_over()))  # the ranks agree
+
+    def _planned(self) -> str:
+        """The epochs shown beside the current one: the recipe's, or about so many for a run by the clock."""
+        return f"~{self.recipe.epochs}" if self.clock is not None else str(self.recipe.epochs)
+
+    def stop_reason(self) -> str | None:
+        """Why a run by the clock ended (None for a run by epochs: the callbacks say)."""
+        if self.clock is None or not self.clock.is_over():
+            return None
+        return self.clock.stop_reason(self.epoch, self.recipe.epochs)
 
     def _analysis(self) -> dict[str, float]:
         """The test split's loss and accuracy after this epoch when `--test-each-epoch` asks, else nothing.
@@ -244,7 +267,7 @@ class Trainer:
         bar = progress.progress_bar(
             total=len(self.train_loader),
             initial=first - 1,
-            desc=f"Epoch {self.epoch}/{self.recipe.epochs}",
+            desc=f"Epoch {self.epoch}/{self._planned()}",
             unit="step",
             leave=False,
             disable=self.config.quiet or not self.dist.is_main,
@@ -263,6 +286,8 @@ class Trainer:
             if step % LOG_EVERY_STEPS == 0 and not self.config.quiet and self.dist.is_main:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
             stop = self.dist.max(self.stop_requests.signum or 0)  # the ranks agree on where to stop
+            if self.clock is not None and self.dist.max(int(self.clock.is_over())):
+                break  # the training time is spent: the epoch ends here, and the run with it
             if step < len(self.train_loader) and (stop or (every and step % every == 0)):
                 self._partial = {"loss_sum": loss_sum.detach().cpu(), "correct": correct.cpu(), "seen": seen,
                                  "lr": lr, "seconds": time.perf_counter() - started}  # fmt: skip
@@ -331,6 +356,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "callbacks": [callback.state_dict() for callback in self.recipe_callbacks],
+            "clock": self.clock.state_dict() if self.clock is not None else None,
             **own,  # this rank's streams (rank 0's in a distributed run: `ranks` has them all)
         }
 
@@ -340,7 +366,7 @@ class Trainer:
         Raises:
             ValueError: if the state does not fit this run (another model, or more epochs than the recipe has).
         """
-        if state["epoch"] > self.recipe.epochs:
+        if state["epoch"] > self.recipe.epochs and self.clock is None:  # by the clock, epochs are a plan
             raise ValueError(f"the saved state is at epoch {state['epoch']}, past this recipe's {self.recipe.epochs}")
         world_size = int(state.get("world_size", 1))
         if world_size != self.dist.world_size:
@@ -363,6 +389,8 @@ class Trainer:
                 torch.cuda.set_rng_state_all(cuda_rng)
             else:
                 torch.cuda.set_rng_state(cuda_rng, self.device)
+        if self.clock is not None and state.get("clock") is not None:
+            self.clock.load_state_dict(state["clock"])
         self._partial = state.get("partial")
         self.history.history = {key: list(values) for key, values in state["history"].items()}
         self.epoch = int(state["epoch"])
@@ -433,7 +461,7 @@ class Trainer:
         return save_checkpoint(path, self.model, self.checkpoint_meta(metrics, epoch))
 
 
-def _epoch_line(epoch: int, epochs: int, logs: dict[str, float]) -> str:
+def _epoch_line(epoch: int, epochs: str, logs: dict[str, float]) -> str:
     """The per-epoch summary line, Keras-like."""
     parts = [f"Epoch {epoch}/{epochs}", f"{logs['seconds']:.1f}s"]
     parts += [f"{key}: {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in logs]

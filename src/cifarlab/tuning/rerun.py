@@ -2,7 +2,9 @@
 
 A trial's validation accuracy is one draw; the winner is the trial whose re-runs score best on validation, and
 its test accuracy (mean ± std over the seeds) is set beside the hand-tuned preset's at the same epochs. The
-winner's whole config goes to `best.toml`, which `cifarlab train --config best.toml` trains again.
+winner's whole config goes to `best.toml`, which `cifarlab train --config best.toml` trains again. The wall
+seconds of each re-run (its training, final evaluations and saving) are kept in `reruns/seconds.json`, so a
+continued study that reuses a finished re-run still has them.
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cifarlab import api
-from cifarlab._io.atomic import write_text
+from cifarlab._io.atomic import write_json, write_text
 from cifarlab.config import RunConfig
 from cifarlab.data import Dataset
 from cifarlab.training.run_dir import RunFiles
 from cifarlab.tuning.search import Search, final_val_accuracy, forget_compiled_kernels
 
 RERUNS_DIR = "reruns"
+SECONDS_JSON = "seconds.json"  # in RERUNS_DIR: run folder name -> wall seconds of the run (training to saving)
 BEST_TOML = "best.toml"
 _NOT_IN_TOML = ("out", "quiet", "device", "precision", "channels_last", "compile", "sync_bn", "save_every_steps")
 
@@ -36,6 +40,10 @@ class Candidate:
     val: list[float] = dataclasses.field(default_factory=list)  # final validation accuracy per seed
     test: list[float] = dataclasses.field(default_factory=list)  # test accuracy per seed
     run_dirs: list[Path] = dataclasses.field(default_factory=list)
+    seconds: list[float | None] = dataclasses.field(default_factory=list)  # wall seconds of each seed's run
+    train_seconds: list[float] = dataclasses.field(default_factory=list)  # metrics.json's train_seconds per seed
+    trial: int | None = None  # the trial's number (None for the preset)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)  # the trial's sampled values ({} for the preset)
 
     @staticmethod
     def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -64,26 +72,40 @@ def rerun(search: Search, trials: list[Any], seeds: list[int], dataset: Dataset)
         The candidates, trials first (in the order given), the preset last.
     """
     folder = Path(search.study_dir) / RERUNS_DIR
-    candidates = [Candidate(f"trial {t.number}", search.trial_config(t.params, None), t.value) for t in trials]
+    candidates = [Candidate(f"trial {t.number}", search.trial_config(t.params, None), t.values[0], trial=t.number,
+                            params=dict(t.params)) for t in trials]  # fmt: skip
     preset = search.trial_config({}, None)  # the preset itself, at the search's epochs and hold-out
     candidates.append(Candidate(search.preset, preset, None))
+    timing = folder / SECONDS_JSON
     for candidate in candidates:
         tag = candidate.name.replace("trial ", "trial-")
         for seed in seeds:
             run_dir = folder / f"{tag}-s{seed}"
             config = dataclasses.replace(candidate.config, seed=seed, out=str(run_dir))
-            result = _train_or_reuse(config, run_dir, dataset, search.quiet)
+            result, seconds = _train_or_reuse(config, run_dir, dataset, search.quiet)
+            recorded = json.loads(timing.read_text()) if timing.is_file() else {}
+            if seconds is not None:  # trained now; a reused finished run keeps the seconds recorded when it ran
+                recorded[run_dir.name] = seconds
+                write_json(timing, recorded)
             candidate.run_dirs.append(run_dir)
             candidate.val.append(final_val_accuracy(run_dir) * 100)
             candidate.test.append(result * 100)
+            candidate.seconds.append(recorded.get(run_dir.name))
+            candidate.train_seconds.append(float(_metrics(run_dir)["train_seconds"]))
     return candidates
 
 
-def _train_or_reuse(config: RunConfig, run_dir: Path, dataset: Dataset, quiet: bool) -> float:
-    """Test accuracy of the run in `run_dir`: read when it finished, resumed when it stopped, else trained."""
+def _train_or_reuse(config: RunConfig, run_dir: Path, dataset: Dataset, quiet: bool) -> tuple[float, float | None]:
+    """Test accuracy of the run in `run_dir` and the wall seconds this call ran it (None: it had finished before).
+
+    A finished run is read, one that stopped is resumed (its seconds are then those after the resume), else trained.
+    """
     forget_compiled_kernels()
+    started = time.perf_counter()
     result = api.finish_run(config, dataset=dataset, quiet=quiet)
-    return result.test.accuracy if result is not None else float(_metrics(run_dir)["test_accuracy"])
+    if result is None:
+        return float(_metrics(run_dir)["test_accuracy"]), None
+    return result.test.accuracy, time.perf_counter() - started
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:

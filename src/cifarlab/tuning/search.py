@@ -4,7 +4,7 @@ Each trial is an ordinary run directory under `STUDY_DIR/trials/trial-NNNN` that
 every epoch; Optuna's pruner stops the hopeless ones, and a trial never reads the test split (its dataset has an
 empty one). The study lives in a storage (see `storage`); running the same command again adds trials to it, and
 `workers` runs the trials. `rerun` then trains the best trials again over new seeds, with the test split, against
-the preset itself.
+the preset itself. A `--frontier` study scores each trial on its cost as well (`objectives`), and prunes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from cifarlab.config import RunConfig, apply_overrides, config_from_dict
 from cifarlab.data import Dataset
 from cifarlab.data.dataset import select_classes, with_validation
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.run_dir import METRICS_NAME
+from cifarlab.training.cost import DataSizes, recipe_cost
+from cifarlab.training.history import History
+from cifarlab.training.run_dir import HISTORY_NAME, METRICS_NAME
+from cifarlab.tuning.objectives import directions, objectives
 from cifarlab.tuning.space import Space, cap_epochs, config_overrides, family_of, load_space
 from cifarlab.tuning.storage import StorageSpec, resolve_storage
 
@@ -58,6 +61,7 @@ class Search:
     pruner: str
     seed: int
     quiet: bool
+    frontier: bool = False  # two objectives: validation accuracy up, the recipe's TFLOPs down
 
     @property
     def base_config(self) -> RunConfig:
@@ -69,15 +73,20 @@ class Search:
         """The space sampled: built in, changed by the space file, its epochs held within `--epochs`."""
         return cap_epochs(load_space(self.family, self.space_file), self.epochs_cap)
 
+    def trial_overrides(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The run-config overrides (dotted keys) of one point of the space over the preset, epochs capped."""
+        base = self.base_config
+        overrides = config_overrides(values, base)
+        train = apply_overrides(base, overrides).train
+        if self.epochs_cap is not None and train.epochs > self.epochs_cap:
+            low_res = min(train.low_res_epochs, self.epochs_cap - 1)
+            overrides.update({"train.epochs": self.epochs_cap, "train.low_res_epochs": low_res,
+                              "train.low_res_size": train.low_res_size if low_res else 0})  # fmt: skip
+        return overrides
+
     def trial_config(self, values: dict[str, Any], run_dir: Path | None, seed: int | None = None) -> RunConfig:
         """The run config of one point of the space (epochs capped by `--epochs`)."""
-        base = self.base_config
-        config = apply_overrides(base, config_overrides(values, base))
-        if self.epochs_cap is not None and config.train.epochs > self.epochs_cap:
-            low_res = min(config.train.low_res_epochs, self.epochs_cap - 1)
-            train = dataclasses.replace(config.train, epochs=self.epochs_cap, low_res_epochs=low_res,
-                                        low_res_size=config.train.low_res_size if low_res else 0)  # fmt: skip
-            config = dataclasses.replace(config, train=train)
+        config = apply_overrides(self.base_config, self.trial_overrides(values))
         out = None if run_dir is None else str(run_dir)
         return dataclasses.replace(config, out=out, seed=self.seed if seed is None else seed)
 
@@ -85,7 +94,8 @@ class Search:
         """What study.json holds: what is searched, on which data, for how long per trial."""
         space = {name: param.describe() for name, param in load_space(self.family, self.space_file).items()}
         return {"preset": self.preset, "family": self.family, "space": space, "epochs_cap": self.epochs_cap,
-                "data": self.base["data"], "seed": self.seed, "study": self.study_name}  # fmt: skip
+                "data": self.base["data"], "seed": self.seed, "study": self.study_name,
+                "objectives": objectives(self.frontier)}  # fmt: skip
 
 
 def short_proxy_note(search: Search, dataset: Dataset) -> str | None:
@@ -138,6 +148,7 @@ def prepare_search(
     heartbeat_seconds: int | None,
     quiet: bool,
     overrides: dict[str, Any],
+    frontier: bool = False,
 ) -> tuple[Search, list[str]]:
     """Check every option and resolve the search, before anything trains; returns it and notes for the user.
 
@@ -158,6 +169,9 @@ def prepare_search(
         base = dataclasses.replace(base, data=dataclasses.replace(base.data, val_size=HOLD_OUT))
         notes.append(f"{preset} trains on every training image; the search holds out {HOLD_OUT:.0%} of them as its "
                      "validation split (trials and re-runs alike)")  # fmt: skip
+    if frontier and pruner != "none":
+        notes.append(frontier_pruning_note(pruner))
+        pruner = "none"
     if searched and pruner != "none":
         notes.append(pruning_off_note(searched, pruner))
         pruner = "none"
@@ -165,7 +179,7 @@ def prepare_search(
     folder = Path(study_dir) if study_dir is not None else Path("runs") / "tune" / name
     spec = resolve_storage(storage, folder, workers)
     search = Search(preset, base.to_dict(), None if space is None else str(space), family, epochs, name,
-                    str(folder), spec, heartbeat_seconds, pruner, seed, quiet)  # fmt: skip
+                    str(folder), spec, heartbeat_seconds, pruner, seed, quiet, frontier)  # fmt: skip
     _check_study_record(search)
     return search, notes
 
@@ -184,12 +198,26 @@ def pruning_off_note(searched: list[str], pruner: str) -> str:
             f"the long ones; fix {' and '.join(searched)} in --space to prune")  # fmt: skip
 
 
+def frontier_pruning_note(pruner: str) -> str:
+    """Why a --frontier study runs without its pruner (a note in the report)."""
+    return (
+        f"pruning is off (--pruner {pruner} not applied): a --frontier study has two objectives, validation "
+        "accuracy and cost, and Optuna prunes single-objective studies only; every trial runs to its end"
+    )
+
+
 def _check_study_record(search: Search) -> None:
     """Write study.json, or check that the study in the folder searched the same things."""
     path = Path(search.study_dir) / STUDY_RECORD
     record = json.loads(json.dumps(search.record()))
     if path.is_file():
         before = json.loads(path.read_text())
+        before.setdefault("objectives", objectives(False))  # recorded before --frontier: one objective
+        if before["objectives"] != record["objectives"]:
+            mode = ("a study of validation accuracy alone: continue it without --frontier" if search.frontier
+                    else "a --frontier study (accuracy against cost): continue it with --frontier")  # fmt: skip
+            raise ValueError(f"--study-dir {search.study_dir} holds {mode}, or give another --study-dir "
+                             f"({STUDY_RECORD} records its objectives)")  # fmt: skip
         changed = [key for key in record if before.get(key) != record[key]]
         if changed:
             raise ValueError(f"--study-dir {search.study_dir} holds a study that searched another {', '.join(changed)}"
@@ -213,8 +241,8 @@ def opened_study(search: Search) -> Iterator[Any]:
     try:
         with warnings.catch_warnings():  # the constant liar is 'experimental' in Optuna 4
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(constant_liar=search.storage.kind != "sqlite")
-        yield optuna.create_study(study_name=search.study_name, storage=storage, direction="maximize",
+            sampler = optuna.samplers.TPESampler(constant_liar=search.storage.kind != "sqlite")  # multi-objective too
+        yield optuna.create_study(study_name=search.study_name, storage=storage, directions=directions(search.frontier),
                                   load_if_exists=True, sampler=sampler, pruner=_pruner(search.pruner))  # fmt: skip
     finally:
         search.storage.close(storage)
@@ -240,8 +268,14 @@ def original_number(trial: Any) -> int:
     return int(trial.user_attrs.get("retry_of", trial.number))
 
 
-def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
+def run_trial(
+    search: Search, trial: Any, dataset: Dataset, sizes: DataSizes | None = None
+) -> float | tuple[float, float]:
     """Train one trial (or resume the run of the trial it retries); its final model's validation accuracy.
+
+    In a --frontier study (`sizes`: the splits of the data as loaded, its test split included), the trial returns
+    its validation accuracy and its recipe's cost in TFLOPs, and keeps both costs in its user attributes
+    ('flops': the RunCost, 'train_seconds': metrics.json's); it is never pruned.
 
     Raises:
         optuna.TrialPruned: when the pruner stopped it (its run is saved, stopped at that epoch).
@@ -257,8 +291,9 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
     # a retried trial resumes its run, keeps it when its worker died after the run was saved, or starts it again
     # (refused in one line while its first worker still trains it: finish_run deletes under the run's lock)
     try:
-        api.finish_run(search.trial_config(values, run_dir), dataset=dataset, callbacks=[pruning],
-                       quiet=search.quiet, test=False)  # fmt: skip
+        config = search.trial_config(values, run_dir)
+        api.finish_run(config, dataset=dataset, callbacks=[] if search.frontier else [pruning], quiet=search.quiet,
+                       test=False)  # fmt: skip
     except ValueError as error:
         trial.set_user_attr("error", str(error))  # for StopAfterFailures' message
         raise
@@ -266,6 +301,13 @@ def run_trial(search: Search, trial: Any, dataset: Dataset) -> float:
         pass  # failed below, once this frame no longer holds the exception and the run's tensors its traceback keeps
     else:
         value = final_val_accuracy(run_dir)
+        if search.frontier:
+            assert sizes is not None, "a --frontier trial needs the data's sizes for its cost"
+            cost = recipe_cost(config, sizes)
+            trial.set_user_attr("flops", cost.to_dict())
+            trial.set_user_attr("train_seconds", _metrics(run_dir).get("train_seconds"))
+            trial.set_user_attr("val_curve", val_curve(run_dir))  # what a pruner would have seen, for the report
+            return value, cost.total / 1e12
         if pruning.stop_message or _stopped_by_pruner(run_dir):
             raise optuna.TrialPruned(pruning.stop_message or "pruned")
         return value
@@ -294,9 +336,19 @@ def forget_compiled_kernels() -> None:
     torch._dynamo.reset()
 
 
+def _metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / METRICS_NAME).read_text())
+
+
+def val_curve(run_dir: Path) -> list[list[float]]:
+    """A finished run's validation accuracy after each epoch (history.csv), as [epoch, accuracy] pairs."""
+    history = History.from_csv(run_dir / HISTORY_NAME).history
+    return [[int(e), float(v)] for e, v in zip(history["epoch"], history["val_accuracy"]) if v == v]
+
+
 def final_val_accuracy(run_dir: Path) -> float:
     """The validation accuracy of a finished run's final model (metrics.json's `final_val`)."""
-    metrics = json.loads((run_dir / METRICS_NAME).read_text())
+    metrics = _metrics(run_dir)
     final = metrics.get("final_val") or {}
     if final.get("accuracy") is None:
         raise ValueError(f"{run_dir} has no validation accuracy (was it trained with a validation split?)")
@@ -304,7 +356,7 @@ def final_val_accuracy(run_dir: Path) -> float:
 
 
 def _stopped_by_pruner(run_dir: Path) -> bool:
-    metrics = json.loads((run_dir / METRICS_NAME).read_text())
+    metrics = _metrics(run_dir)
     return str(metrics.get("stopped", "")).startswith("pruned by the search")
 
 
@@ -332,24 +384,3 @@ class PruneOnValAccuracy(Callback):
             self.stop_message = (f"pruned by the search at epoch {epoch}: val_accuracy {value:.4f} is below what "
                                  "the pruner expects of a trial at that epoch")  # fmt: skip
             self.trainer.stop_training = True
-
-
-def wait_seconds(text: str | None) -> float | None:
-    """`--timeout` in seconds: '90m', '2h', '45s', '1h30m' or a plain number of seconds.
-
-    Raises:
-        ValueError: for anything else, naming the value.
-    """
-    if text is None:
-        return None
-    import re
-
-    total, rest = 0.0, text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", rest):
-        return float(rest)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", rest)
-    if not parts or "".join(n + u for n, u in parts) != rest:
-        raise ValueError(f"--timeout {text!r}: give a duration such as 90m, 2h, 1h30m or 600 (seconds)")
-    for number, unit in parts:
-        total += float(number) * {"h": 3600, "m": 60, "s": 1}[unit]
-    return total

@@ -2,7 +2,8 @@
 
 A space maps parameter names to distributions. Two are built in: the seed family's (the choices the seed's ten
 steps made by hand: widths, convs per stage, Dropout, BatchNorm, Dense units, lr, batch size, augmentation) and
-the fast recipes' (lr, Muon lr, weight decay, label smoothing, widths, epochs, low-resolution epochs). A TOML file
+the fast recipes' (lr, Muon lr, weight decay, label smoothing, widths, batch size, epochs, low-resolution epochs
+and side, test-time augmentation: what `--frontier` trades against cost). A TOML file
 replaces a parameter's distribution (`lr = {low = 1e-4, high = 1e-2, log = true}`, `batch_size = [64, 128]`) or
 fixes it (`bn = true`). `config_overrides` turns one sampled point into run-config overrides.
 """
@@ -80,8 +81,11 @@ FAST_SPACE: Space = {
     "weight_decay": Param("weight_decay", 1e-4, 2e-3, log=True),
     "label_smoothing": Param("label_smoothing", 0.0, 0.3),
     "base_width": Param("base_width", choices=(32, 64, 96)),  # AirNet's first group; the other two are 4x
+    "batch_size": Param("batch_size", choices=(500, 1000, 1500)),
     "epochs": Param("epochs", 4, 16, integer=True),
     "low_res_epochs": Param("low_res_epochs", 0, 6, integer=True),  # at most epochs - 1
+    "low_res_size": Param("low_res_size", choices=(16, 20, 24)),  # side of the low-resolution epochs, in pixels
+    "tta": Param("tta", choices=(0, 1, 2)),  # test-time augmentation views: 1, 2 (mirror) or 6 (+ 1-pixel shifts)
 }
 
 SPACES = {"seed": SEED_SPACE, "fast": FAST_SPACE}
@@ -194,10 +198,12 @@ def config_overrides(values: dict[str, Any], base: RunConfig) -> dict[str, Any]:
     if augment:
         overrides["train.augment"] = dataclasses.replace(base.train.augment, **augment)
     epochs = int(values.pop("epochs", base.train.epochs))
-    if "low_res_epochs" in values:
-        low_res = min(int(values.pop("low_res_epochs")), epochs - 1)
+    low_res_size = values.pop("low_res_size", None)
+    if "low_res_epochs" in values or low_res_size is not None:
+        low_res = min(int(values.pop("low_res_epochs", base.train.low_res_epochs)), epochs - 1)
+        size = int(low_res_size) if low_res_size is not None else base.train.low_res_size or 24
         overrides["train.low_res_epochs"] = low_res
-        overrides["train.low_res_size"] = (base.train.low_res_size or 24) if low_res else 0
+        overrides["train.low_res_size"] = size if low_res else 0
     if epochs != base.train.epochs:
         overrides["train.epochs"] = epochs
     batch = values.get("batch_size")

@@ -20,6 +20,7 @@ from cifarlab import api
 from cifarlab._io.locks import waiting_lock
 from cifarlab.data import Dataset
 from cifarlab.data.dataset import without_test
+from cifarlab.training.cost import data_sizes
 from cifarlab.tuning.search import Search, opened_study, run_trial
 from cifarlab.tuning.storage import retry_trial
 
@@ -72,11 +73,12 @@ def _work(
             return
         data = dataset if dataset is not None else api.load_training_data(search.base_config)
         trial_data = without_test(data)
+        sizes = data_sizes(search.base_config, data) if search.frontier else None  # the cost counts its test split
         failures = StopAfterFailures(FAILURES_IN_A_ROW)
         # running trials count too, so workers stop starting trials as soon as the budget is spoken for
         budget = optuna.study.MaxTrialsCallback(target, states=(*_finished_states(), TrialState.RUNNING))
         study.optimize(
-            lambda trial: run_trial(search, trial, trial_data),
+            lambda trial: run_trial(search, trial, trial_data, sizes),
             timeout=timeout,
             callbacks=[budget, failures],
             catch=(ValueError,),  # a point the network or the device cannot take fails that trial, not the search

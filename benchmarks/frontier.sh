@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The fast recipes' accuracy-cost front (issue 35), measured on this machine:
+#
+#   bash benchmarks/frontier.sh DATA [TRIALS]      e.g.  bash benchmarks/frontier.sh ../shared/datasets/cifar10-jpeg 60
+#
+# A multi-objective study (`cifarlab tune --frontier`: validation accuracy up, the run's FLOPs down) over
+# benchmarks/frontier/space.toml, its trials recorded in benchmarks/frontier/journal.log, which is committed (that
+# path alone) every few minutes and at the end: the journal is the study, and a later session on another machine
+# continues it from there with the same command (a trial that was running when a session ended is retried).
+# Once the study holds TRIALS finished trials, its Pareto front is re-run over 3 seeds with the test split
+# (runs/frontier/reruns, resumable), and front.json and report.html are copied next to the journal.
+# Run it alone on the machine: the seconds it records are the front's time axis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:?usage: bash benchmarks/frontier.sh DATA [TRIALS]}
+trials=${2:-60}
+record=benchmarks/frontier
+journal=$record/journal.log
+study=(--preset fast94 --frontier --space "$record/space.toml" --storage "journal:$journal" --study-dir runs/frontier
+       --data "$data" --quiet)
+
+commit() {  # others may be committing in this working tree: wait for git's index lock
+    for try in 1 2 3 4 5 6; do
+        git add -- "$@" && { git diff --cached --quiet -- "$@" || git commit -q -m "benchmarks: frontier study, $(date -u +%H:%M)" -- "$@"; } && return
+        sleep 10
+    done
+}
+
+finished=$(python - "$journal" <<'PY'
+import sys, optuna
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages import JournalStorage
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+try:
+    study = optuna.load_study(study_name="fast94", storage=JournalStorage(JournalFileBackend(sys.argv[1])))
+    print(sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials))
+except Exception:
+    print(0)
+PY
+)
+if (( finished < trials )); then
+    cifarlab tune "${study[@]}" --trials $((trials - finished)) --top-k 0 &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+        sleep 300
+        [[ -f $journal ]] && commit "$journal"
+    done
+    wait $pid
+    commit "$journal"
+fi
+cifarlab tune "${study[@]}" --trials 0 --rerun-seeds 3
+cp runs/frontier/front.json runs/frontier/report.html "$record/"
+commit "$journal" "$record/front.json" "$record/report.html"

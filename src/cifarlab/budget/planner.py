@@ -1,0 +1,341 @@
+"""`train --budget`: the most accurate recipe of the measured front that this machine can run in the time given.
+
+The budget is command time, counted from the start of the process: loading the data, measuring this machine,
+training, the final evaluations and saving the run all come out of it. The plan:
+
+1. Load the data (its time is known once it has loaded).
+2. Measure this machine: a few training steps of the front's networks on real training images, at the full and
+   the low resolution, in the run's own precision, layout and device. A step's FLOPs are known
+   (`training.cost`), so each measurement is seconds per FLOP, and every point's time follows from its cost on
+   this data. The smallest network is measured first; a wider one only when it might fit (wide networks run
+   more FLOPs per second, so the smallest one's speed never makes a wide point look cheaper than it is).
+3. Choose the most accurate point whose schedule fits what is left after the final evaluation, saving and a
+   margin are set aside; refuse in one line when not even the cheapest fits.
+4. Train it by the clock (`train.duration`, see `training.clock`): its learning rate decays to 0 as the time
+   left runs out, so the run ends on time even where the estimate was off, and a point that fits with time to
+   spare trains that much longer (the epochs planned grow with it, progressive resizing in proportion).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cifarlab import api, options
+from cifarlab._io.durations import format_duration, parse_duration
+from cifarlab.budget.frontier import Frontier, FrontPoint, load_frontier
+from cifarlab.config import SHORT_KEYS, RunConfig, apply_overrides
+from cifarlab.data import Dataset
+from cifarlab.device import describe_hardware
+from cifarlab.training.callbacks import Callback
+from cifarlab.training.cost import DataSizes, data_sizes, image_flops, recipe_cost
+from cifarlab.training.trainer import Trainer
+
+_IMPORTED = time.perf_counter()
+PROBE_BATCH = 256  # images per measured step: a CPU's speed per image barely depends on the batch past this
+PROBE_STEPS = 2  # timed steps at the full size, after one untimed (its kernels and allocations are set up)
+FINISH_SECONDS = 8.0  # after the final evaluations: the checkpoint, Grad-CAM of the mistakes, report.html
+SETUP_SECONDS = 2.0  # the run's trainer: normalisation fitted on the images, whitening, the first step's set-up
+MARGIN = 0.02  # of the budget, kept free for what no estimate sees
+WIDE_SPEEDUP = {"cpu": 2.0, "cuda": 10.0}  # at most this many times the smallest network's FLOPs per second
+RECIPE_PREFIXES = ("train.", "arch.", "transfer.")  # --budget chooses these itself
+RECIPE_KEYS = ("model", "preset")
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started (from /proc on Linux; elsewhere since cifarlab.budget was imported)."""
+    try:
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            started = int(stat.read().rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+            return max(0.0, float(uptime.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+@dataclass(frozen=True)
+class Speed:
+    """This machine's training speed on one network, in seconds per FLOP, measured on real training images."""
+
+    full: float  # at the images' own side
+    low: float  # at the low-resolution side (the same as `full` where the recipe has none)
+    setup: float  # seconds the first steps took beyond their FLOPs' share (kernels, allocations, compiling)
+
+    @property
+    def flops_per_second(self) -> float:
+        """At the full size, for messages."""
+        return 1.0 / self.full
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long one point's run takes here, in parts (seconds)."""
+
+    train: float  # its optimiser steps and the validation after each epoch, over the point's own epochs
+    finish: float  # final evaluations (TTA views), checkpoint and report
+    setup: float
+
+
+@dataclass
+class Plan:
+    """The chosen recipe, by the clock, and why."""
+
+    budget: float
+    point: FrontPoint
+    config: RunConfig  # the run: the point over the front's preset, by the clock (train.duration)
+    estimate: Estimate
+    spent: float  # seconds gone when the plan was made (loading, measuring)
+    lines: list[str]  # what the command prints before training
+
+
+@dataclass
+class BudgetResult:
+    """A run trained within a budget: the run, the plan, and the command's time."""
+
+    run: api.RunResult
+    plan: Plan
+    seconds: float  # command time when the run was saved
+
+    def summary(self) -> str:
+        """One line: the time used against the budget."""
+        share = self.seconds / self.plan.budget * 100
+        return (f"budget {format_duration(self.plan.budget)}: done in {format_duration(self.seconds)} of command "
+                f"time ({share:.0f} %)")  # fmt: skip
+
+
+def parse_budget(text: str | float) -> float:
+    """`--budget` in seconds: '5m', '90s', '1h30m' or a number of seconds.
+
+    Raises:
+        ValueError: for anything else, or a budget that is not positive (one line, naming --budget).
+    """
+    seconds = float(text) if isinstance(text, int | float) else parse_duration(text, "--budget")
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"--budget {text!r}: give a positive duration, such as 3m, 7m or 15m")
+    return seconds
+
+
+def train_within(
+    budget: str | float,
+    *,
+    frontier: Frontier | None = None,
+    dataset: Dataset | None = None,
+    callbacks: list[Callback] | None = None,
+    say: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> BudgetResult:
+    """Train the most accurate recipe of the front that fits `budget` of command time on this machine.
+
+    Args:
+        budget: '3m', '7m', '1h', or seconds.
+        frontier: the front to choose from (default: the one shipped with cifarlab, `load_frontier()`).
+        dataset: data already in memory (otherwise the data options say where to load it from).
+        callbacks: extra callbacks of the run.
+        say: where the plan's lines go (default: printed).
+        **overrides: where the data is and how the machine runs (`data=`, `out=`, `seed=`, `device=`, ...); the
+            recipe is the budget's to choose, so its options (epochs, lr, widths, ...) are refused.
+
+    Raises:
+        ValueError: for a bad budget, a recipe option, or a budget too small for any recipe here (one line).
+    """
+    seconds = parse_budget(budget)
+    dotted = [SHORT_KEYS.get(key, key) for key in overrides]
+    recipe = sorted(key for key in dotted if key.startswith(RECIPE_PREFIXES) or key in RECIPE_KEYS)
+    if recipe:
+        flags = options.flag_names(recipe, options.run_options(RunConfig))
+        raise ValueError(f"--budget chooses the recipe itself; drop {', '.join(flags)}")
+    frontier = frontier if frontier is not None else load_frontier()
+    base = api.resolve_config(frontier.preset, **overrides)  # a bad data or machine option fails here
+    say = say or (lambda line: print(line, flush=True))
+    data = dataset if dataset is not None else api.load_training_data(base)
+    plan = plan_budget(seconds, frontier, base, data)
+    for line in plan.lines:
+        say(line)
+    record = f"trained within --budget {format_duration(seconds)}: {plan.lines[1]}"  # metrics.json and the report
+    data = dataclasses.replace(data, notes=[*data.notes, record])
+    run = api.train(config=plan.config, dataset=data, callbacks=callbacks)
+    return BudgetResult(run, plan, seconds_since_start())
+
+
+def plan_budget(budget: float, frontier: Frontier, base: RunConfig, dataset: Dataset) -> Plan:
+    """Measure this machine and choose the front's point for `budget` seconds of command time (see the module).
+
+    Raises:
+        ValueError: when not even the cheapest point fits what is left of the budget.
+    """
+    sizes = data_sizes(base, dataset)
+    configs = {point.name: point_config(frontier, point, base, dataset.image_size) for point in frontier.points}
+    speeds: dict[tuple[Any, ...], Speed] = {}
+    device = torch.device("cuda" if base.device != "cpu" and torch.cuda.is_available() else "cpu")
+    bound = WIDE_SPEEDUP["cuda" if device.type == "cuda" else "cpu"]
+
+    def estimate(point: FrontPoint, speed: Speed) -> Estimate:
+        return _estimate(configs[point.name], speed, sizes)
+
+    cheapest = frontier.points[0]
+    probe = measure_speed(configs[cheapest.name], dataset)
+    speeds[_network(configs[cheapest.name])] = probe
+    chosen: tuple[FrontPoint, Estimate] | None = None
+    for point in sorted(frontier.points, key=lambda p: -p.accuracy):
+        config = configs[point.name]
+        left = budget - seconds_since_start() - MARGIN * budget
+        guess = estimate(point, probe)
+        if (guess.train / bound) + guess.finish + guess.setup > left:
+            continue  # even at the most a wider network can gain on the smallest one's speed, it cannot fit
+        key = _network(config)
+        if key not in speeds:
+            speeds[key] = measure_speed(config, dataset)
+        found = estimate(point, speeds[key])
+        if found.train + found.finish + found.setup <= budget - seconds_since_start() - MARGIN * budget:
+            chosen = (point, found)
+            break
+    spent = seconds_since_start()
+    if chosen is None:
+        need = estimate(cheapest, probe)
+        total = spent + need.train + need.finish + need.setup
+        raise ValueError(
+            f"--budget {format_duration(budget)} is too small for any recipe on this machine: the cheapest "
+            f"({cheapest.describe()}, {cheapest.accuracy:.1f} % on {_data_name(frontier)}) needs about "
+            f"{format_duration(need.train + need.finish + need.setup)} here after {format_duration(spent)} of "
+            f"loading and measuring; give at least {format_duration(math.ceil(total / (1 - MARGIN) / 10) * 10)}"
+        )
+    point, found = chosen
+    left = budget - spent - MARGIN * budget - found.finish - found.setup
+    config = by_the_clock(configs[point.name], left, found.train)
+    lines = _plan_lines(budget, frontier, point, found, spent, config, left, device, base)
+    return Plan(budget, point, config, found, spent, lines)
+
+
+def point_config(frontier: Frontier, point: FrontPoint, base: RunConfig, image_size: int) -> RunConfig:
+    """The point's run config over `base` (the front's preset with the user's data and machine options).
+
+    Progressive resizing keeps the point's share of the image side on images of another size.
+    """
+    config = apply_overrides(base, dict(point.overrides))
+    train = config.train
+    measured_side = int(frontier.data.get("image_size") or 32)
+    if train.low_res_size and image_size != measured_side:
+        side = round(train.low_res_size * image_size / measured_side)
+        low = (side, train.low_res_epochs) if 8 <= side < image_size else (0, 0)
+        config = dataclasses.replace(config, train=dataclasses.replace(train, low_res_size=low[0],
+                                                                       low_res_epochs=low[1]))  # fmt: skip
+    return config
+
+
+def by_the_clock(config: RunConfig, seconds: float, estimated: float) -> RunConfig:
+    """`config` trained for `seconds` by the clock: its epochs planned in proportion to the time, never fewer."""
+    train = config.train
+    scale = max(1.0, seconds / max(estimated, 1e-9))
+    epochs = max(train.epochs, math.floor(train.epochs * scale))
+    ratio = epochs / train.epochs
+    low = min(epochs - 1, round(train.low_res_epochs * ratio)) if train.low_res_epochs else 0
+    whiten = round(train.whiten_bias_epochs * ratio) if train.whiten_bias_epochs else 0
+    train = dataclasses.replace(train, epochs=epochs, low_res_epochs=low, low_res_size=train.low_res_size if low else 0,
+                                whiten_bias_epochs=whiten, duration=round(seconds, 1))  # fmt: skip
+    return dataclasses.replace(config, train=train)
+
+
+def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
+    """Seconds per training FLOP of `config`'s network here, from a few steps on real training images."""
+    batch = min(config.train.batch_size, PROBE_BATCH)
+    count = min(len(dataset.train), batch * (PROBE_STEPS + 1))
+    images = dataset.train.subset(
+        torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))[:count]
+    )
+    probe_data = dataclasses.replace(dataset, train=images, val=None,
+                                     test=dataset.test.subset(torch.zeros(0, dtype=torch.int64)))  # fmt: skip
+    train = dataclasses.replace(config.train, batch_size=batch, epochs=1, duration=None, steps_per_epoch=None)
+    data = dataclasses.replace(config.data, val_size=0, classes=None, per_class_limit=None)
+    probe = dataclasses.replace(config, train=train, data=data, out=None, quiet=True)
+    trainer = Trainer(probe, probe_data, run_dir=None)
+    side = dataset.image_size
+    low_side = config.train.low_res_size if config.train.low_res_size and config.train.low_res_size < side else None
+    arch = config.arch.kwargs()
+    classes = len(dataset.class_names)
+    full_flops = image_flops(config.model, side, classes, arch).train
+    first, per_image = _time_steps(trainer, None, PROBE_STEPS)
+    full = per_image / full_flops
+    low = full
+    if low_side is not None:
+        low_first, low_per_image = _time_steps(trainer, low_side, 1)
+        low = low_per_image / image_flops(config.model, low_side, classes, arch).train
+        first += low_first
+    return Speed(full=full, low=low, setup=max(0.0, first))
+
+
+def _time_steps(trainer: Trainer, side: int | None, steps: int) -> tuple[float, float]:
+    """(seconds the untimed first step took beyond a timed one's, seconds per image of the timed steps)."""
+    trainer.train_loader.resize_to = side
+    batches = iter(trainer.train_loader)
+    times, images = [], 0
+    for i in range(steps + 1):
+        try:
+            inputs, labels = next(batches)
+        except StopIteration:
+            batches = iter(trainer.train_loader)
+            inputs, labels = next(batches)
+        started = time.perf_counter()
+        loss, _ = trainer.train_step(inputs, labels)
+        loss.item()  # waits for the device
+        times.append(time.perf_counter() - started)
+        if i:
+            images += len(labels)
+    per_image = sum(times[1:]) / max(images, 1)
+    return max(0.0, times[0] - per_image * len(labels)), per_image
+
+
+def _estimate(config: RunConfig, speed: Speed, sizes: DataSizes) -> Estimate:
+    """Seconds of `config`'s run here at `speed`: training (with validation each epoch), finishing, setting up."""
+    recipe, arch = config.train, config.arch.kwargs()
+    full = image_flops(config.model, sizes.image_size, sizes.classes, arch)
+    low_side = recipe.low_res_size if recipe.low_res_size and recipe.low_res_size < sizes.image_size else None
+    per_epoch = recipe.steps_per_epoch * recipe.batch_size if recipe.steps_per_epoch is not None else sizes.train
+    low_epochs = recipe.low_res_epochs if low_side else 0
+    low_train = image_flops(config.model, low_side, sizes.classes, arch).train if low_side else 0.0
+    steps = per_epoch * (low_epochs * low_train * speed.low + (recipe.epochs - low_epochs) * full.train * speed.full)
+    each_epoch = recipe.epochs * sizes.val * full.forward  # validation after every epoch, at the full size
+    final = recipe_cost(config, sizes).evaluation - each_epoch  # the evaluations after training, TTA views and all
+    return Estimate(train=steps + each_epoch * speed.full, finish=final * speed.full + FINISH_SECONDS,
+                    setup=SETUP_SECONDS + speed.setup)  # fmt: skip
+
+
+def _network(config: RunConfig) -> tuple[Any, ...]:
+    """What a speed measurement depends on: the network, its batch, its low-resolution side."""
+    return (config.model, tuple(sorted(config.arch.kwargs().items())), min(config.train.batch_size, PROBE_BATCH),
+            config.train.low_res_size)  # fmt: skip
+
+
+def _data_name(frontier: Frontier) -> str:
+    source = str(frontier.data.get("source") or "the data it was measured on")
+    return "CIFAR-10" if source == "cifar10" else source.rstrip("/").rpartition("/")[2] or source
+
+
+def _plan_lines(
+    budget: float, frontier: Frontier, point: FrontPoint, estimate: Estimate, spent: float, config: RunConfig,
+    left: float, device: torch.device, base: RunConfig,
+) -> list[str]:  # fmt: skip
+    """What `train --budget` says before it trains: the machine, the choice, what to expect, and why."""
+    more = [p for p in frontier.points if p.accuracy > point.accuracy]
+    recipe = config.train
+    low = f", the first {recipe.low_res_epochs} at {recipe.low_res_size}px" if recipe.low_res_epochs else ""
+    lines = [
+        f"budget {format_duration(budget)} on {describe_hardware(device)}: {format_duration(spent)} gone to "
+        "loading the data and measuring this machine",
+        f"chose {point.name} of the measured front: {point.describe()} (about {recipe.epochs} epochs by the clock "
+        f"in {format_duration(left)}{low}; final evaluation and saving ~{format_duration(estimate.finish)})",
+        f"expect about {point.accuracy:.1f} % on {_data_name(frontier)} or better (measured {point.accuracy:.2f} ± "
+        f"{point.accuracy_std:.2f} % over {point.seeds} seeds on {frontier.machine()})",
+    ]
+    if more:
+        nearest = min(more, key=lambda p: p.flops)
+        lines.append(f"the next point up, {nearest.accuracy:.1f} % ({nearest.describe()}), does not fit here; a "
+                     "larger --budget or a faster machine reaches it")  # fmt: skip
+    if base.data.source != frontier.data.get("source"):
+        lines.append(f"the accuracy above is {_data_name(frontier)}'s; on {base.data.source} it will differ")
+    return lines

@@ -1,0 +1,52 @@
+"""Training by the clock: a run whose length is a number of seconds (`train.duration`), not of epochs.
+
+`train --budget` plans a recipe from this machine's measured speed, but a plan is an estimate: a neighbour on a
+shared machine, a slower epoch, a GPU far faster than the probe said. A run by the clock cannot overrun: its
+learning rate decays linearly to 0 as its training time runs out (Li, Yumer and Ramanan 2020, "Budgeted
+training": a schedule that ends with the budget beats a longer one cut short), and it stops at the first step
+boundary after the time is spent. Validation after each epoch counts as training time; resuming continues the
+count where it stood.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class TrainingClock:
+    """Seconds of training spent out of `duration`, across a resumed run's sessions."""
+
+    def __init__(self, duration: float) -> None:
+        self.duration = float(duration)
+        self.before = 0.0  # seconds spent by earlier sessions of the run
+        self.started: float | None = None
+
+    def start(self) -> None:
+        """Count from now (the start of `fit`)."""
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds of training so far."""
+        return self.before + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+    def progress(self) -> float:
+        """The share of the training time spent: 0 at the start, 1 or more once it ran out."""
+        return self.elapsed() / self.duration
+
+    def is_over(self) -> bool:
+        """Whether the training time is spent."""
+        return self.progress() >= 1.0
+
+    def stop_reason(self, epoch: int, planned: int) -> str:
+        """Why the run ended, for metrics.json."""
+        return (f"training time ran out ({self.elapsed():.0f} of {self.duration:.0f} s, train.duration) during "
+                f"epoch {epoch}, {planned} planned")  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """The seconds spent, saved with a resumable run."""
+        return {"seconds": self.elapsed()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the count of a resumed run."""
+        self.before, self.started = float(state["seconds"]), None
