@@ -95,3 +95,11 @@ rotation = 0.0
 flip = [true, false]
 lr = {low = 1e-3, high = 1e-2, log = true}
 """
+
+
+def tune_setup(image_folder: Path, tmp_path: Path, space_text: str) -> tuple[Path, dict]:
+    """A tune test's study folder and options: `space_text` as the space file, the tiny folder, fp32, quiet."""
+    space = tmp_path / "space.toml"
+    space.write_text(space_text)
+    options = {"space": space, "data": str(image_folder), "val_size": 20, "precision": "fp32", "quiet": True}
+    return tmp_path / "study", options

@@ -29,15 +29,12 @@ from cifarlab.tuning import tune  # noqa: E402
 from cifarlab.tuning import workers as workers_module  # noqa: E402
 from cifarlab.tuning.space import FAST_SPACE, Param, cap_epochs, config_overrides  # noqa: E402
 from cifarlab.tuning.storage import StorageSpec  # noqa: E402
-from tests.factories import NARROW_SEED_SPACE, make_dataset  # noqa: E402
+from tests.factories import NARROW_SEED_SPACE, make_dataset, tune_setup  # noqa: E402
 
 
 @pytest.fixture
 def setup(image_folder, tmp_path):
-    space = tmp_path / "space.toml"
-    space.write_text(NARROW_SEED_SPACE)
-    options = {"space": space, "data": str(image_folder), "val_size": 20, "precision": "fp32", "quiet": True}
-    return tmp_path / "study", options
+    return tune_setup(image_folder, tmp_path, NARROW_SEED_SPACE)
 
 
 def load(study_dir: Path):

@@ -17,6 +17,7 @@ from cifarlab.tuning import search as search_module  # noqa: E402
 from cifarlab.tuning import tune  # noqa: E402
 from cifarlab.tuning.frontier import spread  # noqa: E402
 from cifarlab.tuning.space import FAST_SPACE, config_overrides  # noqa: E402
+from tests.factories import tune_setup  # noqa: E402
 
 # a few small AirNets for one or two epochs: every knob the frontier trades, at sizes a CPU trains in seconds
 TINY_FAST_SPACE = """
@@ -31,10 +32,7 @@ tta = [0, 2]
 
 @pytest.fixture
 def setup(image_folder, tmp_path):
-    space = tmp_path / "space.toml"
-    space.write_text(TINY_FAST_SPACE)
-    options = {"space": space, "data": str(image_folder), "val_size": 20, "precision": "fp32", "quiet": True}
-    return tmp_path / "study", options
+    return tune_setup(image_folder, tmp_path, TINY_FAST_SPACE)
 
 
 def dominated(point, others):
