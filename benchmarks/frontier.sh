@@ -26,16 +26,24 @@ commit() {  # others may be committing in this working tree: wait for git's inde
     done
 }
 
+# the finished trials; a trial still marked running was cut off with an earlier session (this script is the study's
+# only worker): it is failed and queued again, and resumes its run where this machine still has it
 finished=$(python - "$journal" <<'PY'
 import sys, optuna
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages import JournalStorage
+from optuna.trial import TrialState
+from cifarlab.tuning.storage import retry_trial
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 try:
     study = optuna.load_study(study_name="fast94", storage=JournalStorage(JournalFileBackend(sys.argv[1])))
-    print(sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials))
 except Exception:
     print(0)
+    raise SystemExit
+for trial in study.get_trials(states=(TrialState.RUNNING,)):
+    study.tell(trial.number, state=TrialState.FAIL)
+    retry_trial(study, trial)
+print(sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials))
 PY
 )
 if (( finished < trials )); then
