@@ -41,7 +41,7 @@ from cifarlab.training.trainer import Trainer
 _IMPORTED = time.perf_counter()
 PROBE_BATCH = 256  # images per measured step: a CPU's speed per image barely depends on the batch past this
 PROBE_STEPS = 2  # timed steps at the full size, after one untimed (its kernels and allocations are set up)
-FINISH_SECONDS = 8.0  # after the final evaluations: the checkpoint, Grad-CAM of the mistakes, report.html
+FINISH_SECONDS = 4.0  # after the final evaluations: checkpoint, Grad-CAM, report.html (about 1 s in a fast88 run)
 SETUP_SECONDS = 2.0  # the run's trainer: normalisation fitted on the images, whitening, the first step's set-up
 MARGIN = 0.02  # of the budget, kept free for what no estimate sees
 WIDE_SPEEDUP = {"cpu": 2.0, "cuda": 10.0}  # at most this many times the smallest network's FLOPs per second
