@@ -361,7 +361,8 @@ def _fit_and_save(trainer: Trainer, run_dir: Path, test_split: bool = True) -> R
         "tested_epoch": trainer.tested_epoch(),  # whose weights the test evaluated (train.test_weights)
         "train_seconds": train_seconds,
         **val,
-        "stopped": trainer.stop_reason() or stop_reason(trainer.callbacks, trainer.epoch, config.train.epochs),
+        "stopped": (trainer.clock and trainer.clock.stop_reason(trainer.epoch, config.train.epochs))
+        or stop_reason(trainer.callbacks, trainer.epoch, config.train.epochs),
         "notes": list(trainer.notes),
         "params": count_params(trainer.model).to_dict(),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %z"),

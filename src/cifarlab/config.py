@@ -163,6 +163,10 @@ class TrainConfig:
         if self.loss == "keras_probs" and self.label_smoothing:
             raise ValueError("train.label_smoothing applies to train.loss 'logits' only (Keras' sparse loss has none)")
 
+    def low_res_side(self, image_size: int) -> int | None:
+        """The side progressive resizing trains the first epochs at on `image_size` images (None: off, no smaller)."""
+        return self.low_res_size if self.low_res_size and self.low_res_size < image_size else None
+
 
 @dataclass(frozen=True)
 class ArchConfig:

@@ -33,9 +33,16 @@ from cifarlab._io.durations import format_duration, parse_duration
 from cifarlab.budget.frontier import Frontier, FrontPoint, load_frontier
 from cifarlab.config import SHORT_KEYS, RunConfig, apply_overrides
 from cifarlab.data import Dataset
+from cifarlab.data.dataset import without_test
 from cifarlab.device import describe_hardware
 from cifarlab.training.callbacks import Callback
-from cifarlab.training.cost import DataSizes, data_sizes, image_flops, recipe_cost
+from cifarlab.training.cost import (
+    DataSizes,
+    data_sizes,
+    evaluation_flops,
+    image_flops,
+    training_flops,
+)
 from cifarlab.training.trainer import Trainer
 
 _IMPORTED = time.perf_counter()
@@ -66,11 +73,6 @@ class Speed:
     full: float  # at the images' own side
     low: float  # at the low-resolution side (the same as `full` where the recipe has none)
     setup: float  # seconds the first steps took beyond their FLOPs' share (kernels, allocations, compiling)
-
-    @property
-    def flops_per_second(self) -> float:
-        """At the full size, for messages."""
-        return 1.0 / self.full
 
 
 @dataclass(frozen=True)
@@ -182,17 +184,20 @@ def plan_budget(budget: float, frontier: Frontier, base: RunConfig, dataset: Dat
     probe = measure_speed(configs[cheapest.name], dataset)
     speeds[_network(configs[cheapest.name])] = probe
     chosen: tuple[FrontPoint, Estimate] | None = None
+
+    def left() -> float:  # what is left of the budget now, the margin set aside
+        return budget - seconds_since_start() - MARGIN * budget
+
     for point in sorted(frontier.points, key=lambda p: -p.accuracy):
         config = configs[point.name]
-        left = budget - seconds_since_start() - MARGIN * budget
         guess = estimate(point, probe)
-        if (guess.train / bound) + guess.finish + guess.setup > left:
+        if (guess.train / bound) + guess.finish + guess.setup > left():
             continue  # even at the most a wider network can gain on the smallest one's speed, it cannot fit
         key = _network(config)
         if key not in speeds:
             speeds[key] = measure_speed(config, dataset)
         found = estimate(point, speeds[key])
-        if found.train + found.finish + found.setup <= budget - seconds_since_start() - MARGIN * budget:
+        if found.train + found.finish + found.setup <= left():
             chosen = (point, found)
             break
     spent = seconds_since_start()
@@ -248,14 +253,13 @@ def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     images = dataset.train.subset(
         torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))[:count]
     )
-    probe_data = dataclasses.replace(dataset, train=images, val=None,
-                                     test=dataset.test.subset(torch.zeros(0, dtype=torch.int64)))  # fmt: skip
+    probe_data = without_test(dataclasses.replace(dataset, train=images, val=None))
     train = dataclasses.replace(config.train, batch_size=batch, epochs=1, duration=None, steps_per_epoch=None)
     data = dataclasses.replace(config.data, val_size=0, classes=None, per_class_limit=None)
     probe = dataclasses.replace(config, train=train, data=data, out=None, quiet=True)
     trainer = Trainer(probe, probe_data, run_dir=None)
     side = dataset.image_size
-    low_side = config.train.low_res_size if config.train.low_res_size and config.train.low_res_size < side else None
+    low_side = config.train.low_res_side(side)
     arch = config.arch.kwargs()
     classes = len(dataset.class_names)
     full_flops = image_flops(config.model, side, classes, arch).train
@@ -292,17 +296,10 @@ def _time_steps(trainer: Trainer, side: int | None, steps: int) -> tuple[float, 
 
 def _estimate(config: RunConfig, speed: Speed, sizes: DataSizes) -> Estimate:
     """Seconds of `config`'s run here at `speed`: training (with validation each epoch), finishing, setting up."""
-    recipe, arch = config.train, config.arch.kwargs()
-    full = image_flops(config.model, sizes.image_size, sizes.classes, arch)
-    low_side = recipe.low_res_size if recipe.low_res_size and recipe.low_res_size < sizes.image_size else None
-    per_epoch = recipe.steps_per_epoch * recipe.batch_size if recipe.steps_per_epoch is not None else sizes.train
-    low_epochs = recipe.low_res_epochs if low_side else 0
-    low_train = image_flops(config.model, low_side, sizes.classes, arch).train if low_side else 0.0
-    steps = per_epoch * (low_epochs * low_train * speed.low + (recipe.epochs - low_epochs) * full.train * speed.full)
-    each_epoch = recipe.epochs * sizes.val * full.forward  # validation after every epoch, at the full size
-    final = recipe_cost(config, sizes).evaluation - each_epoch  # the evaluations after training, TTA views and all
-    return Estimate(train=steps + each_epoch * speed.full, finish=final * speed.full + FINISH_SECONDS,
-                    setup=SETUP_SECONDS + speed.setup)  # fmt: skip
+    low, full = training_flops(config, sizes.train, sizes.image_size, sizes.classes)
+    each_epoch, final = evaluation_flops(config, sizes.val, sizes.test, sizes.image_size, sizes.classes)
+    return Estimate(train=low * speed.low + (full + each_epoch) * speed.full,
+                    finish=final * speed.full + FINISH_SECONDS, setup=SETUP_SECONDS + speed.setup)  # fmt: skip
 
 
 def _network(config: RunConfig) -> tuple[Any, ...]:

@@ -7,6 +7,7 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -65,3 +66,23 @@ def create_model(name: str, **overrides: object) -> nn.Module:
             takes = ", ".join(p for p in parameters if p not in ("num_classes", "image_size")) or "no options"
             raise ValueError(f"model {name!r} does not take {', '.join(unknown)} (its options: {takes})")
     return _MODELS[name](**kwargs)
+
+
+@torch.no_grad()
+def check_accepts_size(model: nn.Module, name: str, size: int, native: int, device: torch.device) -> None:
+    """Fail early, and clearly, when progressive resizing asks a fixed-size network for smaller images.
+
+    Raises:
+        ValueError: when `model` (registered as `name`, built for `native`-pixel images) cannot take `size`.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, 3, size, size, device=device))
+    except RuntimeError:
+        raise ValueError(
+            f"train.low_res_size: model {name!r} cannot take {size}x{size} images (it needs {native}x{native}); "
+            "progressive resizing needs a size-agnostic network"
+        ) from None
+    finally:
+        model.train(was_training)

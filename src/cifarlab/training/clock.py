@@ -38,8 +38,10 @@ class TrainingClock:
         """Whether the training time is spent."""
         return self.progress() >= 1.0
 
-    def stop_reason(self, epoch: int, planned: int) -> str:
-        """Why the run ended, for metrics.json."""
+    def stop_reason(self, epoch: int, planned: int) -> str | None:
+        """Why the run ended, for metrics.json (None while its time is not spent: something else stopped it)."""
+        if not self.is_over():
+            return None
         return (f"training time ran out ({self.elapsed():.0f} of {self.duration:.0f} s, train.duration) during "
                 f"epoch {epoch}, {planned} planned")  # fmt: skip
 

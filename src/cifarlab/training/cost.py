@@ -77,9 +77,31 @@ def _image_flops(model: str, size: int, num_classes: int, arch_json: str) -> Ima
     return ImageFlops(train=float(train), forward=float(counter.get_total_flops() / batch))
 
 
+def training_flops(config: RunConfig, train_images: int, image_size: int, num_classes: int) -> tuple[float, float]:
+    """FLOPs of a run's optimiser steps: (those of the epochs at the low-resolution side, those at the full side)."""
+    recipe, arch = config.train, config.arch.kwargs()
+    per_epoch = recipe.steps_per_epoch * recipe.batch_size if recipe.steps_per_epoch is not None else train_images
+    side = recipe.low_res_side(image_size)
+    low_epochs = min(recipe.low_res_epochs, recipe.epochs) if side else 0
+    low = low_epochs * image_flops(config.model, side, num_classes, arch).train if side else 0.0
+    full = (recipe.epochs - low_epochs) * image_flops(config.model, image_size, num_classes, arch).train
+    return per_epoch * low, per_epoch * full
+
+
+def evaluation_flops(
+    config: RunConfig, val_images: int, test_images: int, image_size: int, num_classes: int
+) -> tuple[float, float]:
+    """FLOPs of a run's evaluations: (those after every epoch, those of the final model with its TTA views)."""
+    recipe = config.train
+    forward = image_flops(config.model, image_size, num_classes, config.arch.kwargs()).forward
+    views = TTA_VIEWS[recipe.tta]
+    each_epoch = val_images * forward + (test_images * views * forward if recipe.test_each_epoch else 0)
+    return recipe.epochs * each_epoch, (val_images + test_images) * views * forward
+
+
 def run_cost(
     config: RunConfig, train_images: int, val_images: int, test_images: int, image_size: int = 32,
-    num_classes: int = 10, epochs: float | None = None,
+    num_classes: int = 10,
 ) -> RunCost:  # fmt: skip
     """The FLOPs of training `config` on a split of these sizes (after the validation split was held out).
 
@@ -90,21 +112,10 @@ def run_cost(
         test_images: the test split's size (0: not evaluated, as in a search's trial).
         image_size: the images' side.
         num_classes: the head's outputs.
-        epochs: count this many epochs instead of `config.train.epochs` (a fraction counts part of the last).
     """
-    recipe = config.train
-    arch = config.arch.kwargs()
-    full = image_flops(config.model, image_size, num_classes, arch)
-    low_side = recipe.low_res_size if recipe.low_res_size and recipe.low_res_size < image_size else None
-    low = image_flops(config.model, low_side, num_classes, arch) if low_side else full
-    per_epoch = recipe.steps_per_epoch * recipe.batch_size if recipe.steps_per_epoch is not None else train_images
-    epochs = float(recipe.epochs if epochs is None else epochs)
-    low_epochs = min(float(recipe.low_res_epochs if low_side else 0), epochs)
-    train = per_epoch * (low_epochs * low.train + (epochs - low_epochs) * full.train)
-    views = TTA_VIEWS[recipe.tta]
-    each_epoch = val_images * full.forward + (test_images * views * full.forward if recipe.test_each_epoch else 0)
-    final = (val_images + test_images) * views * full.forward
-    return RunCost(train=train, evaluation=epochs * each_epoch + final)
+    train = training_flops(config, train_images, image_size, num_classes)
+    evaluation = evaluation_flops(config, val_images, test_images, image_size, num_classes)
+    return RunCost(train=sum(train), evaluation=sum(evaluation))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from cifarlab.device import (
 from cifarlab.evaluation.metrics import EvalResult, evaluate_model
 from cifarlab.evaluation.tta import TTA
 from cifarlab.inference.checkpoint import load_state, save_checkpoint
-from cifarlab.models.registry import create_model
+from cifarlab.models.registry import check_accepts_size, create_model
 from cifarlab.training.callbacks import Callback, ModelCheckpoint, recipe_callbacks, tested_epoch
 from cifarlab.training.clock import TrainingClock
 from cifarlab.training.distributed import init_for_run
@@ -96,10 +96,9 @@ class Trainer:
             sample = self.train_split.images[balanced_first(self.train_split.labels, WHITENING_SAMPLE)]
             self.model.init_from_data(self.normalization(sample.float()))
         self.model = self.dist.prepare_model(self.model, config, len(self.train_split))  # rank 0's start, everywhere
-        self.low_res_size: int | None = None  # progressive resizing: the early epochs' image side
-        if self.recipe.low_res_size and self.recipe.low_res_size < self.image_size:
-            self._check_accepts_size(self.recipe.low_res_size)
-            self.low_res_size = self.recipe.low_res_size
+        self.low_res_size = self.recipe.low_res_side(self.image_size)  # progressive resizing: the early epochs' side
+        if self.low_res_size is not None:
+            check_accepts_size(self.model, self.config.model, self.low_res_size, self.image_size, self.device)
         elif self.recipe.low_res_size:
             self.notes.append(f"images are {self.image_size}px, not larger than train.low_res_size "
                               f"{self.recipe.low_res_size}: progressive resizing is off")  # fmt: skip
@@ -143,21 +142,6 @@ class Trainer:
     def build_model(self) -> torch.nn.Module:
         """The network to train: the registered `config.model` (a subclass may build another, e.g. for transfer)."""
         return create_model(self.config.model, **self.model_kwargs)
-
-    @torch.no_grad()
-    def _check_accepts_size(self, size: int) -> None:
-        """Fail early, and clearly, when progressive resizing asks a fixed-size network for smaller images."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            self.model(torch.zeros(1, 3, size, size, device=self.device))
-        except RuntimeError:
-            raise ValueError(
-                f"train.low_res_size: model {self.config.model!r} cannot take {size}x{size} images (it needs "
-                f"{self.image_size}x{self.image_size}); progressive resizing needs a size-agnostic network"
-            ) from None
-        finally:
-            self.model.train(was_training)
 
     def _recipe_callbacks(self) -> list[Callback]:
         """ModelCheckpoint and EarlyStopping as the recipe asks, when there is a validation split to watch."""
@@ -215,19 +199,15 @@ class Trainer:
         """Whether to train another epoch: the recipe's epochs, or by the clock until its time is spent."""
         if self.stop_training:
             return False
-        if self.clock is None:
-            return self.epoch < self.recipe.epochs
-        return not self.dist.max(int(self.clock.is_over()))  # the ranks agree
+        return self.epoch < self.recipe.epochs if self.clock is None else not self._time_is_up()
+
+    def _time_is_up(self) -> bool:
+        """Whether a run by the clock has spent its training time (the ranks agree)."""
+        return self.clock is not None and bool(self.dist.max(int(self.clock.is_over())))
 
     def _planned(self) -> str:
         """The epochs shown beside the current one: the recipe's, or about so many for a run by the clock."""
         return f"~{self.recipe.epochs}" if self.clock is not None else str(self.recipe.epochs)
-
-    def stop_reason(self) -> str | None:
-        """Why a run by the clock ended (None for a run by epochs: the callbacks say)."""
-        if self.clock is None or not self.clock.is_over():
-            return None
-        return self.clock.stop_reason(self.epoch, self.recipe.epochs)
 
     def _analysis(self) -> dict[str, float]:
         """The test split's loss and accuracy after this epoch when `--test-each-epoch` asks, else nothing.
@@ -286,7 +266,7 @@ class Trainer:
             if step % LOG_EVERY_STEPS == 0 and not self.config.quiet and self.dist.is_main:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", accuracy=f"{correct.item() / seen:.4f}")
             stop = self.dist.max(self.stop_requests.signum or 0)  # the ranks agree on where to stop
-            if self.clock is not None and self.dist.max(int(self.clock.is_over())):
+            if self._time_is_up():
                 break  # the training time is spent: the epoch ends here, and the run with it
             if step < len(self.train_loader) and (stop or (every and step % every == 0)):
                 self._partial = {"loss_sum": loss_sum.detach().cpu(), "correct": correct.cpu(), "seen": seen,
