@@ -2,20 +2,24 @@
 # The seed's steps at their full length with the test split evaluated after every epoch (issue 32), one after
 # another, each record committed the moment its run ends:
 #
-#   bash benchmarks/full_rows.sh DATA PRESET...        e.g.  bash benchmarks/full_rows.sh ../shared/datasets/cifar10-jpeg proyecto9 proyecto5
+#   bash benchmarks/full_rows.sh DATA PRESET[@SEED]...  e.g.  bash benchmarks/full_rows.sh ../shared/datasets/cifar10-jpeg proyecto9 proyecto8@1
 #
 # Each step trains every epoch of its preset (--no-early-stop: the callbacks decide nothing, the checkpoint of the best
-# val_accuracy is still kept) with --test-each-epoch, into runs/full/<preset>-s0; a run directory left by an
+# val_accuracy is still kept) with --test-each-epoch, at seed SEED (default 0; proyecto8 repeats proyecto7's code and
+# runs at seed 1, as the ladder runs it: proyecto8@1) into runs/full/<preset>-s<SEED>; a run directory left by an
 # interrupted run is resumed. Its config.json, history.csv and metrics.json are then copied to
-# benchmarks/ladder/<preset>-full-s0/ and committed (those paths only), so that `cifarlab readings` can replay every
+# benchmarks/ladder/<preset>-full-s<SEED>/ and committed (those paths only), so that `cifarlab readings` can replay every
 # early-stopping reading over it. Run it alone on the machine: the seconds column is the step's pace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=${1:?usage: bash benchmarks/full_rows.sh DATA PRESET...}
+data=${1:?usage: bash benchmarks/full_rows.sh DATA PRESET[@SEED]...}
 shift
-for preset in "$@"; do
-    run=runs/full/$preset-s0
-    record=benchmarks/ladder/$preset-full-s0
+for step in "$@"; do
+    preset=${step%@*}
+    seed=0
+    [[ $step == *@* ]] && seed=${step#*@}
+    run=runs/full/$preset-s$seed
+    record=benchmarks/ladder/$preset-full-s$seed
     if [[ -f $record/metrics.json ]]; then
         echo "$preset: $record is finished already"
         continue
@@ -23,12 +27,12 @@ for preset in "$@"; do
     if [[ -f $run/resume.pt ]]; then
         cifarlab train --resume "$run" --quiet
     elif [[ ! -f $run/metrics.json ]]; then
-        cifarlab train --preset "$preset" --data "$data" --no-early-stop --test-each-epoch --seed 0 --out "$run" --quiet
+        cifarlab train --preset "$preset" --data "$data" --no-early-stop --test-each-epoch --seed "$seed" --out "$run" --quiet
     fi
     mkdir -p "$record"
     cp "$run/config.json" "$run/history.csv" "$run/metrics.json" "$record/"
     for try in 1 2 3 4 5 6; do  # others may be committing in this working tree: wait for git's index lock
-        git add "$record" && git commit -q -m "benchmarks: $preset at full length with the test split after every epoch (seed 0)" -- "$record" && break
+        git add "$record" && git commit -q -m "benchmarks: $preset at full length with the test split after every epoch (seed $seed)" -- "$record" && break
         sleep 10
     done
 done

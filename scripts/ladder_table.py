@@ -18,14 +18,15 @@ import shutil
 import statistics
 from pathlib import Path
 
+from cifarlab.config import TrainConfig, config_from_dict
 from cifarlab.presets import get_preset
-from cifarlab.reports.readings import Replayed, applicable, load_recorded, replay_run
+from cifarlab.reports.readings import READING_KEYS, Replayed, applicable, load_recorded, presets_reading, replay_run
 from cifarlab.reports.saved_run import load_run
 from cifarlab.training.history import History
 
 START, END = "<!-- ladder-table -->", "<!-- /ladder-table -->"
 LADDER_COMMAND = "cifarlab ladder --data ../shared/datasets/cifar10-jpeg"
-READING = "presets"  # the reading of the seed's callbacks the table shows (docs/fidelity.md §3); others beside it
+READING = presets_reading().name  # the presets' reading of the seed's callbacks (docs/fidelity.md §3); others beside it
 
 
 def _minutes(seconds: float) -> str:
@@ -63,15 +64,35 @@ def same_code(preset: str) -> str | None:
     return next((earlier for earlier in STEPS[: STEPS.index(preset)] if recipe(earlier) == recipe(preset)), None)
 
 
+def _callbacks(train: TrainConfig) -> tuple:
+    """What a recipe's callbacks decide: nothing at all without them, else every setting a reading sets."""
+    if not (train.checkpoint_best or train.early_stopping):
+        return ()
+    return (train.checkpoint_best, *(getattr(train, key) for key in READING_KEYS))
+
+
+def ran_presets_reading(preset: str, run_dir: Path) -> bool:
+    """Whether a run's recorded callbacks are the preset's current ones (runs before session 21: val_p10)."""
+    record = _config_record(run_dir)
+    if "config" not in record:
+        return True  # no recipe recorded: taken to be the preset's own
+    try:
+        recorded = config_from_dict(record["config"]).train
+    except (KeyError, TypeError, ValueError):
+        return False
+    return _callbacks(recorded) == _callbacks(get_preset(preset).config.train)
+
+
 def spread(preset: str, runs_dir: Path) -> str:
     """'mean ± std (n)' of the test accuracy over the finished seeds of the preset's code, or '–' below two.
 
-    A step that repeats another's code (proyecto8) pools its seeds with that step's.
+    A step that repeats another's code (proyecto8) pools its seeds with that step's. Only runs whose callbacks are
+    the preset's current reading count: a run under another reading measured something else.
     """
     code = same_code(preset) or preset
     names = [code] + [step for step in STEPS if same_code(step) == code]
     paths = sorted(path for name in names for path in runs_dir.glob(f"{name}-s*"))
-    finished = [path for path in paths if (path / "metrics.json").exists()]
+    finished = [path for path in paths if (path / "metrics.json").exists() and ran_presets_reading(preset, path)]
     accuracies = [100 * load_run(path).metrics["test_accuracy"] for path in finished]
     if len(accuracies) < 2:
         return "–"
@@ -85,7 +106,8 @@ def full_record(run_dir: Path) -> Path:
 
 
 def replayed(run_dir: Path) -> dict[str, Replayed] | None:
-    """Every reading replayed over the step's full-length record, when one with a test column answers them all."""
+    """Every reading replayed over the step's full-length record, when it has a test column and answers READING
+    (a record still growing may not answer the others yet)."""
     full = full_record(run_dir)
     if not (full / "history.csv").exists():
         return None
@@ -93,7 +115,8 @@ def replayed(run_dir: Path) -> dict[str, Replayed] | None:
     if not record.history.has_test:
         return None
     results = {reading.name: result for reading, result in replay_run(record, applicable(record))}
-    return results if all(result.complete for result in results.values()) else None
+    chosen = results.get(READING) or results.get("none")
+    return results if chosen is not None and chosen.complete else None  # a row still running may answer already
 
 
 def _others(results: dict[str, Replayed] | None, chosen: str, preset: str) -> str:
@@ -102,7 +125,9 @@ def _others(results: dict[str, Replayed] | None, chosen: str, preset: str) -> st
         return "none: no callbacks in the seed"
     if not results or len(results) < 2:
         return "–"
-    return " · ".join(f"{name} {100 * r.test_accuracy:.2f}" for name, r in results.items() if name != chosen)
+    shown = [f"{name} {100 * r.test_accuracy:.2f}" if r.complete else f"{name} – (record ends at {r.stop_epoch})"
+             for name, r in results.items() if name != chosen]  # fmt: skip
+    return " · ".join(shown)
 
 
 def row(preset: str, run_dir: Path, label: str | None = None) -> str:
@@ -121,7 +146,7 @@ def row(preset: str, run_dir: Path, label: str | None = None) -> str:
         seconds = sum(_history(full)["seconds"][: chosen.stop_epoch])
         reading = READING if READING in results else "none"
         stop = "early stopping" if chosen.stopped else "every epoch"
-        seeds = spread(preset, run_dir.parent) if reading == "presets" else "–"  # the seeds ran the presets' reading
+        seeds = spread(preset, run_dir.parent) if reading == READING else "–"
         return (
             f"{head} **{100 * chosen.test_accuracy:.2f} %** | {seeds} | "
             f"{100 * chosen.test_accuracy - seed:+.2f} | {chosen.stop_epoch} / {planned} | {_minutes(seconds)} | "
@@ -134,6 +159,8 @@ def row(preset: str, run_dir: Path, label: str | None = None) -> str:
         status = "full length"
         if run.epochs_run < planned:
             status = f"full recipe: early stopping (best epoch {run.metrics['best_epoch']})"
+        if not ran_presets_reading(preset, run_dir):
+            status = f"earlier reading (val_p10): early stopping at epoch {run.epochs_run}, best epoch tested"
         return (
             f"{head} **{ours:.2f} %** | {spread(preset, run_dir.parent)} | {ours - seed:+.2f} | "
             f"{run.epochs_run} / {planned} | "

@@ -49,7 +49,13 @@ def test_presets_lists_the_seed_counts(capsys):
 def test_presets_details_show_the_choices(capsys):
     assert main(["presets", "proyecto9", "--details"]) == 0
     out = capsys.readouterr().out
-    assert "156 steps/epoch" in out and "patience 10" in out and "rotation_deg" in out
+    assert "156 steps/epoch" in out and "rotation_deg" in out
+    assert (
+        "callbacks: checkpoint of the best val_accuracy; early stopping on loss and on accuracy (patience 3, "
+        "last weights kept); tested on the weights in memory at the end"
+    ) in out
+    assert main(["presets", "proyecto4", "--details"]) == 0
+    assert "callbacks:" not in capsys.readouterr().out  # the seed's proyecto4 has none
 
 
 def test_models_lists_the_registry(capsys):

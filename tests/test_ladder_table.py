@@ -114,8 +114,40 @@ def test_a_step_with_a_full_length_record_is_read_under_the_chosen_reading(ladde
         lines.append(f"{epoch},{1 / epoch},{0.5},{0.5 if epoch == 4 else 1.0},{val},0.001,60,1.0,{epoch / 100}")
     (full / "history.csv").write_text("\n".join(lines) + "\n")
     row = ladder_table.table(runs).splitlines()[3]
-    # presets: both stoppers run out at epoch 14, the checkpoint (epoch 4) is tested: 4 %
-    assert "| proyecto2 | 72.86 % | **4.00 %** |" in row and "| 14 / 200 | 14 min |" in row
-    assert "replayed (presets): early stopping, epoch 4's weights tested" in row
-    # keras_p3: the training loss improves every epoch, the accuracy never: stops at 4, last weights; none: epoch 20
-    assert "keras_p3 4.00" in row and "none 20.00" in row and "none_best 4.00" in row
+    # keras_p3 (the presets'): the training loss improves every epoch, the accuracy never: stops at 4, last weights
+    assert "| proyecto2 | 72.86 % | **4.00 %** |" in row and "| 4 / 200 | 4 min |" in row
+    assert "replayed (keras_p3): early stopping, epoch 4's weights tested" in row
+    # val_p10: both stoppers run out at epoch 14, the checkpoint (epoch 4) is tested; none: epoch 20
+    assert "val_p10 4.00" in row and "none 20.00" in row and "none_best 4.00" in row
+    # a row still running answers the presets' reading as soon as its record passes the stop; the others wait
+    (full / "history.csv").write_text("\n".join(lines[:11]) + "\n")
+    row = ladder_table.table(runs).splitlines()[3]
+    assert "| **4.00 %** |" in row and "replayed (keras_p3): early stopping, epoch 4's weights tested" in row
+    assert "none – (record ends at 10)" in row and "val_p10 – (record ends at 10)" in row
+    (full / "history.csv").write_text("\n".join(lines[:3]) + "\n")  # 2 epochs: not even keras_p3 has stopped
+    assert "| **73.40 %** |" in ladder_table.table(runs).splitlines()[3]  # the run that finished, as it ran
+
+
+def test_a_run_under_an_earlier_reading_says_so_and_leaves_the_spread(ladder_table, tmp_path):
+    """proyecto2's seeds ran the presets' earlier reading (val_p10): their row says so, and no spread mixes them."""
+    from cifarlab.presets import get_preset
+
+    runs = _runs(tmp_path)
+    config = get_preset("proyecto2").config.to_dict()
+    config["train"] |= {"early_stopping": ["val_loss", "val_accuracy"], "patience": 10,
+                        "restore_best_weights": True, "test_weights": "checkpoint"}  # fmt: skip
+    for seed in (0, 1):
+        run_dir = runs / f"proyecto2-s{seed}"
+        run_dir.mkdir(exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"config": config}))
+        _history(run_dir, [(e, 0.7, 60.0) for e in range(1, 23)])
+        metrics = {"test_accuracy": 0.734 - seed / 100, "epochs_run": 22, "best_epoch": 12, "train_seconds": 1397.5}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    row = ladder_table.table(runs).splitlines()[3]
+    assert "**73.40 %** | – | +0.54 | 22 / 200 |" in row
+    assert "earlier reading (val_p10): early stopping at epoch 22, best epoch tested" in row
+    config["train"] |= get_preset("proyecto2").config.to_dict()["train"]  # the same seeds under today's reading
+    for seed in (0, 1):
+        (runs / f"proyecto2-s{seed}" / "config.json").write_text(json.dumps({"config": config}))
+    row = ladder_table.table(runs).splitlines()[3]
+    assert "**73.40 %** | 72.90 ± 0.71 (2) |" in row and "full recipe: early stopping (best epoch 12)" in row

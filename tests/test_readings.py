@@ -51,7 +51,8 @@ def test_test_each_epoch_trains_bit_identically_and_no_callback_sees_it(tmp_path
     for each in (False, True):
         seen = LogsSeen()
         result = cifarlab.train("proyecto5", dataset=dataset, out=str(tmp_path / str(each)), patience=2,
-                                test_each_epoch=each, callbacks=[seen], **RUN)  # fmt: skip
+                                early_stopping=("val_loss",), restore_best_weights=True, test_each_epoch=each,
+                                callbacks=[seen], **RUN)  # fmt: skip
         runs[each] = (result, seen)
     (plain, seen_plain), (tested, seen_tested) = runs[False], runs[True]
     assert len(plain.history) < RUN["epochs"]  # an early stop happened, and at the same epoch in both
@@ -107,9 +108,9 @@ def test_replay_of_made_histories():
         history.append({"epoch": epoch + 1, "loss": loss[epoch], "accuracy": 0.1 * epoch, "val_loss": val_loss[epoch],
                         "val_accuracy": val_accuracy[epoch], "test_accuracy": 0.01 * (epoch + 1)})  # fmt: skip
     recipe = TrainConfig(epochs=8, checkpoint_best=True)
-    presets = replay(history, replace_reading(recipe, ("val_loss", "val_accuracy"), 2, True, "checkpoint"))
-    assert (presets.stop_epoch, presets.stopped, presets.tested_epoch) == (5, True, 4)  # val_loss: best 3, stop 5
-    assert presets.test_accuracy == pytest.approx(0.04)
+    both = replay(history, replace_reading(recipe, ("val_loss", "val_accuracy"), 2, True, "checkpoint"))
+    assert (both.stop_epoch, both.stopped, both.tested_epoch) == (5, True, 4)  # val_loss: best 3, stop 5
+    assert both.test_accuracy == pytest.approx(0.04)
     # last weights, restored: the val_loss stopper put back epoch 3's weights
     restored = replay(history, replace_reading(recipe, ("val_loss",), 2, True, "last"))
     assert (restored.stop_epoch, restored.tested_epoch) == (5, 3)
@@ -135,7 +136,7 @@ def test_each_reading_has_its_file_under_benchmarks(reading):
 def test_the_command_prints_each_reading_beside_the_seed(full_run, capsys):
     assert main(["readings", str(full_run), "--markdown"]) == 0
     out = capsys.readouterr().out
-    assert "seed's figure 83.36 %" in out
+    assert "seed's figure 83.36 %; the presets read the callbacks as keras_p3" in out
     for reading in READINGS:
         assert f"| {reading.name} |" in out
     assert "Every run, every reading" not in out  # one run: no matrix

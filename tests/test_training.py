@@ -82,7 +82,7 @@ def test_learns_a_tiny_dataset_well(tmp_path, monkeypatch):
 def test_checkpoint_callback_selects_the_best_epoch(tmp_path, tiny_dataset):
     result = cifarlab.train(
         "proyecto2", dataset=tiny_dataset, epochs=3, batch_size=32, val_size=40, out=str(tmp_path / "run"),
-        quiet=True, precision="fp32",
+        quiet=True, precision="fp32", test_weights="checkpoint",
     )  # fmt: skip
     best_epoch, best = result.history.best("val_accuracy")
     assert result.best_epoch == best_epoch
@@ -90,6 +90,22 @@ def test_checkpoint_callback_selects_the_best_epoch(tmp_path, tiny_dataset):
     assert meta["epoch"] == best_epoch
     assert meta["metrics"]["val_accuracy"] == pytest.approx(best)
     assert meta["class_names"] == tiny_dataset.class_names
+    assert not (result.run_dir / "model-best.safetensors").exists()  # model.safetensors is the best
+
+
+def test_the_seeds_reading_tests_the_last_weights_and_keeps_the_best_beside_them(tmp_path, tiny_dataset):
+    """keras_p3, the presets' reading: model.safetensors holds the weights tested (the last), as the seed's
+    model.evaluate after fit; its ModelCheckpoint's file is model-best.safetensors."""
+    result = cifarlab.train("proyecto2", dataset=tiny_dataset, epochs=4, batch_size=32, val_size=40,
+                            out=str(tmp_path / "run"), quiet=True, precision="fp32")  # fmt: skip
+    run = result.run_dir
+    best_epoch, best = result.history.best("val_accuracy")
+    assert result.best_epoch is None and json.loads((run / "metrics.json").read_text())["tested_epoch"] == 4
+    assert json.loads((run / "model.json").read_text())["epoch"] == 4
+    assert cifarlab.load(run, precision="fp32").evaluate(tiny_dataset.test).accuracy == result.test.accuracy
+    kept = json.loads((run / "model-best.json").read_text())
+    assert kept["epoch"] == best_epoch and kept["metrics"]["val_accuracy"] == pytest.approx(best)
+    cifarlab.load(run / "model-best.safetensors", precision="fp32")  # a checkpoint like any other
 
 
 class _FakeTrainer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cifarlab.config import TrainConfig
 from cifarlab.models import count_params
 from cifarlab.presets import Preset, get_preset, list_presets
 from cifarlab.transfer import preset_model
@@ -48,6 +49,8 @@ def _details(preset: Preset) -> list[str]:
         f"    recipe: {optimizer}, {recipe.epochs} epochs, batch {recipe.batch_size}{steps}, "
         f"val split {_val_split(preset.config.data.val_size)}, inputs {preset.config.data.normalize}"
     ]
+    if recipe.checkpoint_best or recipe.early_stopping:
+        lines.append(f"    callbacks: {_callbacks(recipe)}")
     if recipe.augment.enabled:
         lines.append(f"    augmentation: {recipe.augment.to_dict()}")
     transfer = preset.config.transfer
@@ -61,6 +64,19 @@ def _details(preset: Preset) -> list[str]:
         )
     lines += [f"    - {choice}" for choice in preset.choices]
     return lines
+
+
+def _callbacks(recipe: TrainConfig) -> str:
+    """What a recipe's callbacks do, from its settings: the checkpoint, each early stop, the weights tested."""
+    parts = ["checkpoint of the best val_accuracy"] if recipe.checkpoint_best else []
+    if recipe.early_stopping:
+        kept = "best weights restored" if recipe.restore_best_weights else "last weights kept"
+        delta = f", min_delta {recipe.min_delta:g}" if recipe.min_delta else ""
+        parts.append(f"early stopping on {' and on '.join(recipe.early_stopping)} (patience {recipe.patience}"
+                     f"{delta}, {kept})")  # fmt: skip
+    checkpoint = recipe.test_weights == "checkpoint" and recipe.checkpoint_best
+    tested = "the checkpoint's weights" if checkpoint else "the weights in memory at the end"
+    return "; ".join(parts) + f"; tested on {tested}"
 
 
 def _val_split(val_size: int | float) -> str:

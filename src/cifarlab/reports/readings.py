@@ -94,14 +94,14 @@ def _reading(
 
 
 READINGS = (
-    _reading("presets", "the presets' reading: EarlyStopping on val_loss and on val_accuracy, patience 10, best "
-             "weights restored; the checkpoint's best-val_accuracy weights tested",
+    _reading("keras_p3", "Keras' documented example and defaults (the presets' reading): EarlyStopping on the "
+             "training loss and on the training accuracy, patience 3; the last weights kept and tested (the "
+             "checkpoint is never loaded back)", ("loss", "accuracy"), 3, False, "last"),
+    _reading("val_p10", "the presets' reading until session 21: EarlyStopping on val_loss and on val_accuracy, "
+             "patience 10, best weights restored; the checkpoint's best-val_accuracy weights tested",
              ("val_loss", "val_accuracy"), 10, True, "checkpoint"),
     _reading("val_accuracy", "EarlyStopping on val_accuracy alone, patience 10, best weights restored; the "
              "checkpoint's best-val_accuracy weights tested", ("val_accuracy",), 10, True, "checkpoint"),
-    _reading("keras_p3", "Keras' documented example and defaults: EarlyStopping on the training loss and on the "
-             "training accuracy, patience 3; the last weights kept and tested (the checkpoint is never loaded back)",
-             ("loss", "accuracy"), 3, False, "last"),
     _reading("keras_p10", "as keras_p3 with patience 10: EarlyStopping on the training loss and on the training "
              "accuracy; the last weights kept and tested", ("loss", "accuracy"), 10, False, "last"),
     _reading("named_code", "as public code that defines callback_loss and callback_acc: EarlyStopping on val_loss "
@@ -111,6 +111,12 @@ READINGS = (
     _reading("none_best", "no early stopping: every epoch, the checkpoint's best-val_accuracy weights tested",
              (), 10, False, "checkpoint"),
 )  # fmt: skip
+
+
+def presets_reading(preset: str = "proyecto5") -> Reading | None:
+    """The built-in reading the seed's presets use now (None if their callbacks match none of them)."""
+    recipe = get_preset(preset).config.train
+    return next((reading for reading in READINGS if reading.apply(recipe) == recipe), None)
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,9 @@ def describe(run: RecordedRun) -> str:
     seed = f"seed's figure {run.seed_accuracy:.2f} %" if known else "not one of the seed's steps"
     test = "" if run.history.has_test else "; no per-epoch test column (train --test-each-epoch): stops only"
     epochs = f"{len(run.history)} of {run.recipe.epochs} epochs recorded"
-    return f"{run.run_dir}: {run.preset or 'custom'}, {epochs}, {seed}{test}"
+    chosen = presets_reading() if known and run.seed_has_callbacks else None
+    presets = f"; the presets read the callbacks as {chosen.name}" if chosen else ""
+    return f"{run.run_dir}: {run.preset or 'custom'}, {epochs}, {seed}{presets}{test}"
 
 
 def readings_matrix(runs: list[tuple[RecordedRun, list[tuple[Reading, Replayed]]]], markdown: bool = False) -> str:

@@ -5,6 +5,7 @@ A run directory holds, once finished:
     config.json          the resolved config, versions, hardware and the data's split sizes (`write_record`)
     history.csv          one row per epoch, rewritten after each epoch (`write_history`)
     model.safetensors    the weights, and model.json, what it takes to rebuild and feed them (`write_checkpoint`)
+    model-best.safetensors  the best-val_accuracy weights (and model-best.json), when the test reads the last ones
     metrics.json         the test result, the best epoch, why training stopped, counts and date (`write_metrics`)
     predictions.npz      test (and validation) probabilities and labels, for reports (`write_predictions`)
     explanations.npz     Grad-CAM maps of the report's most confident mistakes (`write_explanations`)
@@ -39,6 +40,7 @@ from cifarlab.inference.checkpoint import CHECKPOINT_NAME, meta_path, save_check
 from cifarlab.training.history import History
 from cifarlab.training.resume import RESUME_NAME, save_resume_state
 
+BEST_CHECKPOINT_NAME = "model-best.safetensors"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.csv"
 METRICS_NAME = "metrics.json"
@@ -100,6 +102,19 @@ class RunFiles:
     def checkpoint(self) -> Path:
         """model.safetensors (its metadata in model.json beside it)."""
         return self.root / CHECKPOINT_NAME
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """model-best.safetensors: the best-val_accuracy weights, where the test reads the last ones."""
+        return self.root / BEST_CHECKPOINT_NAME
+
+    def kept_best(self, test_weights: str) -> Path:
+        """Where the ModelCheckpoint writes its best-val_accuracy weights.
+
+        model.safetensors when the test reads them ('checkpoint'); else (`train.test_weights = 'last'`, the seed's
+        presets) model-best.safetensors, beside the last weights.
+        """
+        return self.checkpoint if test_weights == "checkpoint" else self.best_checkpoint
 
     @property
     def resume(self) -> Path:

@@ -149,7 +149,7 @@ class Trainer:
         if wanted and self.val_split is None:
             self.notes.append("no validation split (--val-size 0): checkpoint and early-stopping callbacks are off")
             return []
-        return recipe_callbacks(self.recipe, self.files.checkpoint if self.writes else None)
+        return recipe_callbacks(self.recipe, self.files.kept_best(self.recipe.test_weights) if self.writes else None)
 
     def log(self, message: str) -> None:
         """Print a line between progress bars (nothing in quiet mode)."""
