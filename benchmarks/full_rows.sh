@@ -10,16 +10,30 @@
 # interrupted run is resumed. Its config.json, history.csv and metrics.json are then copied to
 # benchmarks/ladder/<preset>-full-s<SEED>/ and committed (those paths only), so that `cifarlab readings` can replay every
 # early-stopping reading over it. Run it alone on the machine: the seconds column is the step's pace.
+#
+# --config FILE trains a variant of each step (the file's settings over the preset, as `train --config`): its run is
+# runs/full/<preset>-<file's stem>-s<SEED> and its record <file's folder>/<preset>-<file's stem>-full-s<SEED>, e.g.
+#   bash benchmarks/full_rows.sh --config benchmarks/proyecto9/keras28_brightness.toml ../shared/datasets/cifar10-jpeg proyecto9
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=${1:?usage: bash benchmarks/full_rows.sh DATA PRESET[@SEED]...}
+config=()
+variant=""
+records=benchmarks/ladder
+if [[ ${1:-} == --config ]]; then
+    [[ -f ${2:-} ]] || { echo "full_rows.sh: --config needs a readable file, got '${2:-}'" >&2; exit 2; }
+    config=(--config "$2")
+    variant=-$(basename "$2" .toml)
+    records=$(dirname "$2")
+    shift 2
+fi
+data=${1:?usage: bash benchmarks/full_rows.sh [--config FILE] DATA PRESET[@SEED]...}
 shift
 for step in "$@"; do
     preset=${step%@*}
     seed=0
     [[ $step == *@* ]] && seed=${step#*@}
-    run=runs/full/$preset-s$seed
-    record=benchmarks/ladder/$preset-full-s$seed
+    run=runs/full/$preset$variant-s$seed
+    record=$records/$preset$variant-full-s$seed
     if [[ -f $record/metrics.json ]]; then
         echo "$preset: $record is finished already"
         continue
@@ -27,12 +41,13 @@ for step in "$@"; do
     if [[ -f $run/resume.pt ]]; then
         cifarlab train --resume "$run" --quiet
     elif [[ ! -f $run/metrics.json ]]; then
-        cifarlab train --preset "$preset" --data "$data" --no-early-stop --test-each-epoch --seed "$seed" --out "$run" --quiet
+        cifarlab train --preset "$preset" "${config[@]}" --data "$data" --no-early-stop --test-each-epoch --seed "$seed" \
+            --out "$run" --quiet
     fi
     mkdir -p "$record"
     cp "$run/config.json" "$run/history.csv" "$run/metrics.json" "$record/"
     for try in 1 2 3 4 5 6; do  # others may be committing in this working tree: wait for git's index lock
-        git add "$record" && git commit -q -m "benchmarks: $preset at full length with the test split after every epoch (seed $seed)" -- "$record" && break
+        git add "$record" && git commit -q -m "benchmarks: $preset$variant at full length with the test split after every epoch (seed $seed)" -- "$record" && break
         sleep 10
     done
 done

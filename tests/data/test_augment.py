@@ -252,6 +252,39 @@ def test_brightness_clamps_at_255():
         random_brightness(x, gen(), 1.3, 1.2)
 
 
+@pytest.mark.parametrize("factor", [0.9, 1.0, 1.17, 1.3])
+def test_brightness_stretch_is_keras_28s_path_through_pil(factor):
+    """Keras <= 2.8 (keras_preprocessing 1.1.2): array_to_img(x) stretches the image to its own min..max and
+    truncates to uint8, PIL's Brightness enhancer scales and truncates, img_to_array returns floats."""
+    np = pytest.importorskip("numpy")
+    from PIL import Image, ImageEnhance
+
+    x = images(b=6, low=40, high=180)  # a low-contrast batch: the stretch changes every image
+    x[5] = 77.0  # a flat image: Keras' stretch leaves it all zeros
+    ours = random_brightness(x, gen(), factor, factor, stretch=True)
+    for i in range(len(x)):
+        pixels = x[i].permute(1, 2, 0).numpy().astype(np.float32)
+        pixels = pixels - pixels.min()
+        if pixels.max() != 0:
+            pixels = pixels / pixels.max()
+        image = Image.fromarray((pixels * 255).astype("uint8"), "RGB")
+        keras = np.asarray(ImageEnhance.Brightness(image).enhance(factor), dtype=np.float32)
+        difference = (ours[i].permute(1, 2, 0) - torch.from_numpy(keras)).abs()
+        assert difference.max() <= 1 and (difference == 0).float().mean() > 0.99  # float rounding at a boundary
+    assert ours[:5].amin(dim=(1, 2, 3)).eq(0).all() and torch.equal(ours[5], torch.zeros_like(ours[5]))
+    plain = random_brightness(x, gen(), factor, factor)
+    assert not torch.equal(plain, ours) and torch.allclose(plain, (x * factor).clamp(0, 255))
+
+
+def test_brightness_stretch_is_off_by_default_and_needs_a_brightness_range():
+    assert not KERAS_SEED_PROYECTO9.brightness_stretch
+    with pytest.raises(ValueError, match="brightness_stretch"):
+        AugmentConfig(brightness_stretch=True)
+    config = AugmentConfig.from_dict({"brightness": [0.9, 1.3], "brightness_stretch": True})
+    out = Augmenter(config)(images(b=4, low=60, high=120), gen())
+    assert out.amin(dim=(1, 2, 3)).eq(0).all() and (out.amax(dim=(1, 2, 3)) >= 229).all()  # 0.9 * 255, truncated
+
+
 @pytest.mark.parametrize("mode", ["reflect", "zeros"])
 def test_crop_is_a_slice_of_the_padded_image_with_offsets_in_range(mode):
     p, x = 4, images(b=200, h=12, w=12)
@@ -314,6 +347,7 @@ def test_cutout_fills_size_squares_clipped_at_the_border():
         (dict(cutout=-1), "cutout"),
         (dict(crop_mode="replicate"), "crop_mode"),
         (dict(horizontal_flip="yes"), "horizontal_flip"),
+        (dict(brightness=(0.9, 1.3), brightness_stretch=1), "brightness_stretch"),
     ],
 )
 def test_config_validation_names_the_option(kwargs, name):

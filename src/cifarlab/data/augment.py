@@ -45,6 +45,9 @@ class AugmentConfig:
     horizontal_flip: bool = False
     alternate_flip: bool = False  # with horizontal_flip: a random half flipped in the first pass, then the rest
     brightness: tuple[float, float] | None = None  # (low, high) factors; None = off
+    # Keras up to 2.8 (keras_preprocessing 1.1.2): the brightness shift goes through PIL after stretching each image to
+    # its own min..max (array_to_img(scale=True)), truncating to uint8 before and after; Keras 2.9 on does not stretch
+    brightness_stretch: bool = False
     crop_padding: int = 0  # pixels of padding before the random crop; 0 = off
     crop_mode: CropMode = "reflect"
     cutout: int = 0  # side of the cutout square in pixels; 0 = off
@@ -55,7 +58,7 @@ class AugmentConfig:
             check_range("AugmentConfig", name, getattr(self, name))
         if self.zoom >= 1:
             raise ValueError(f"AugmentConfig: zoom must be in [0, 1) (factors 1 - zoom .. 1 + zoom), got {self.zoom}")
-        for name in ("horizontal_flip", "alternate_flip"):
+        for name in ("horizontal_flip", "alternate_flip", "brightness_stretch"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"AugmentConfig: {name} must be True or False, got {getattr(self, name)!r}")
         if self.brightness is not None:
@@ -65,6 +68,8 @@ class AugmentConfig:
             if not (0 <= pair[0] <= pair[1] < math.inf):
                 raise ValueError(f"AugmentConfig: brightness needs 0 <= low <= high, got {self.brightness!r}")
             object.__setattr__(self, "brightness", (float(pair[0]), float(pair[1])))  # lists become hashable
+        if self.brightness_stretch and self.brightness is None:
+            raise ValueError("AugmentConfig: brightness_stretch is part of the brightness shift: set brightness too")
         if isinstance(self.augmix, bool) or not isinstance(self.augmix, int) or not 0 <= self.augmix <= MAX_SEVERITY:
             raise ValueError(f"AugmentConfig: augmix must be 0 (off) or a severity from 1 to {MAX_SEVERITY}, got "
                              f"{self.augmix!r}")  # fmt: skip
@@ -144,7 +149,7 @@ class Augmenter:
             steps.append(random_flip)
         if c.brightness is not None:
             low, high = c.brightness
-            steps.append(lambda x, g: random_brightness(x, g, low, high))
+            steps.append(lambda x, g: random_brightness(x, g, low, high, stretch=c.brightness_stretch))
         if c.crop_padding:
             steps.append(lambda x, g: random_crop(x, g, c.crop_padding, c.crop_mode))
         if c.augmix:

@@ -195,7 +195,9 @@ def random_flip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-def random_brightness(images: torch.Tensor, generator: torch.Generator, low: float, high: float) -> torch.Tensor:
+def random_brightness(
+    images: torch.Tensor, generator: torch.Generator, low: float, high: float, *, stretch: bool = False
+) -> torch.Tensor:
     """Multiply each image by a factor ~ U(low, high), then clip to the uint8 range [0, 255].
 
     Args:
@@ -203,6 +205,10 @@ def random_brightness(images: torch.Tensor, generator: torch.Generator, low: flo
         generator: source of the random draws, on the images' device.
         low: smallest factor (Keras' brightness_range[0]).
         high: largest factor (Keras' brightness_range[1]).
+        stretch: as Keras up to 2.8 (keras_preprocessing 1.1.2), whose brightness shift converts each image to PIL
+            with `array_to_img(scale=True)`: the image is first stretched to its own min..max -> 0..255 over all
+            channels and truncated to uint8, and PIL's `ImageEnhance.Brightness` truncates its result to uint8 too.
+            Keras 2.9 on passes scale=False and leaves the range alone.
 
     Returns:
         The (B, C, H, W) batch, clipped to [0, 255].
@@ -214,7 +220,13 @@ def random_brightness(images: torch.Tensor, generator: torch.Generator, low: flo
     if not (0 <= low <= high < math.inf):
         raise ValueError(f"random_brightness: need 0 <= low <= high, got low={low!r}, high={high!r}")
     factor = _uniform(generator, (images.shape[0],), low, high, images.device)  # (B,)
-    return (images * factor.to(images.dtype)[:, None, None, None]).clamp(0, 255)
+    if stretch:
+        lowest = images.amin(dim=(1, 2, 3), keepdim=True)
+        span = images.amax(dim=(1, 2, 3), keepdim=True) - lowest
+        scale = torch.where(span > 0, 255 / span.clamp_min(1e-12), torch.zeros_like(span))  # a flat image: all 0
+        images = ((images - lowest) * scale).floor_()
+    out = (images * factor.to(images.dtype)[:, None, None, None]).clamp(0, 255)
+    return out.floor_() if stretch else out
 
 
 def random_crop(
