@@ -1,4 +1,5 @@
 import base64
+import html as html_module
 import io
 import json
 import re
@@ -54,6 +55,20 @@ def test_a_run_saves_its_predictions(run_dir):
     assert val_accuracy == pytest.approx(metrics["val_accuracy"])  # the best epoch's weights, as the checkpoint
     assert best is not None and metrics["stopped"] == "last epoch (3 of 3)"
     assert metrics["params"]["total"] > 0 and isinstance(metrics["notes"], list)
+
+
+def test_a_run_that_tests_its_last_weights_says_which_and_where_the_best_went(tmp_path):
+    """The seed's presets (keras_p3): the last weights are tested; the report names them and the kept best epoch."""
+    run = api.train("proyecto2", dataset=make_dataset(train=160, test=40), epochs=3, batch_size=32, val_size=40,
+                    out=str(tmp_path / "run"), quiet=True, precision="fp32").run_dir  # fmt: skip
+    html = html_module.unescape((run / "report.html").read_text())
+    best = json.loads((run / "model-best.json").read_text())
+    assert (
+        f"weights tested</th><td>epoch 3's, those in memory when training ended (as Keras' model.evaluate after "
+        f"fit), saved as model.safetensors; the best val_accuracy, epoch {best['epoch']} "
+        f"({best['metrics']['val_accuracy']:.4f}), is kept beside them as model-best.safetensors"
+    ) in html
+    assert "best epoch</th>" not in html
 
 
 def test_the_report_has_every_section_and_the_numbers_of_metrics_json(run_dir):

@@ -146,14 +146,11 @@ def _result(run: SavedRun) -> str:
         return _result_without_test(run)
     tta = run.config.train.tta
     how = ["without test-time augmentation", "with TTA: mirror", "with TTA: mirror and 1-pixel shifts"][tta]
-    best = metrics.get("best_epoch")
     rows = [
         ("test accuracy", f"{accuracy:.4f} ({how})"),
         ("test loss", f"{metrics['test']['loss']:.4f}"),
         ("epochs run", f"{run.epochs_run} of {run.epochs_planned}"),
-        ("best epoch", f"{best} (val_accuracy {run.best_val_accuracy:.4f}, val_loss {metrics['val_loss']:.4f}); "
-                       "the saved model and the test figures are this epoch's" if best else
-                       "none kept (no validation split or no checkpoint callback): the last epoch's weights"),
+        _weights_tested(run),
         ("last epoch", _last_epoch(run)),
         ("why training stopped", metrics.get("stopped", "not recorded (a run saved before runs recorded it)")),
     ]  # fmt: skip
@@ -166,6 +163,22 @@ def _result(run: SavedRun) -> str:
             )
         )
     return f'<p class="result">&gt; {accuracy * 100:.3f}</p>' + key_values(rows)
+
+
+def _weights_tested(run: SavedRun) -> tuple[str, str]:
+    """Which epoch's weights the saved model and the test figures are, and where the best val_accuracy's went."""
+    metrics = run.metrics
+    best = metrics.get("best_epoch")
+    if best:
+        return ("best epoch", f"{best} (val_accuracy {run.best_val_accuracy:.4f}, val_loss {metrics['val_loss']:.4f});"
+                              " the saved model and the test figures are this epoch's")  # fmt: skip
+    kept = RunFiles(run.run_dir).best_checkpoint.with_suffix(".json")
+    if metrics.get("tested_epoch") and kept.is_file():  # train.test_weights = 'last', the seed's presets
+        meta = json.loads(kept.read_text())
+        return ("weights tested", f"epoch {metrics['tested_epoch']}'s, those in memory when training ended (as Keras' "
+                f"model.evaluate after fit), saved as model.safetensors; the best val_accuracy, epoch {meta['epoch']} "
+                f"({meta['metrics']['val_accuracy']:.4f}), is kept beside them as model-best.safetensors")  # fmt: skip
+    return ("best epoch", "none kept (no validation split or no checkpoint callback): the last epoch's weights")
 
 
 def _result_without_test(run: SavedRun) -> str:
