@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The seed's steps at their full length with the test split evaluated after every epoch (issue 32), one after
-# another, each record committed the moment its run ends:
+# another, each record committed the moment its run ends (and the record so far every 10 minutes while it runs):
 #
 #   bash benchmarks/full_rows.sh DATA PRESET[@SEED]...  e.g.  bash benchmarks/full_rows.sh ../shared/datasets/cifar10-jpeg proyecto9 proyecto8@1
 #
@@ -28,6 +28,19 @@ if [[ ${1:-} == --config ]]; then
 fi
 data=${1:?usage: bash benchmarks/full_rows.sh [--config FILE] DATA PRESET[@SEED]...}
 shift
+
+keep() {  # copy the run's record (so far) into git; others may be committing here: wait for git's index lock
+    local run=$1 record=$2 message=$3
+    [[ -f $run/history.csv ]] || return 0
+    mkdir -p "$record"
+    cp "$run/config.json" "$run/history.csv" "$record/"
+    [[ -f $run/metrics.json ]] && cp "$run/metrics.json" "$record/"
+    for try in 1 2 3 4 5 6; do
+        git add "$record" && { git diff --cached --quiet -- "$record" || git commit -q -m "$message" -- "$record"; } && return
+        sleep 10
+    done
+}
+
 for step in "$@"; do
     preset=${step%@*}
     seed=0
@@ -39,15 +52,25 @@ for step in "$@"; do
         continue
     fi
     if [[ -f $run/resume.pt ]]; then
-        cifarlab train --resume "$run" --quiet
+        cifarlab train --resume "$run" --quiet &
     elif [[ ! -f $run/metrics.json ]]; then
         cifarlab train --preset "$preset" "${config[@]}" --data "$data" --no-early-stop --test-each-epoch --seed "$seed" \
-            --out "$run" --quiet
+            --out "$run" --quiet &
+    else
+        true &
     fi
-    mkdir -p "$record"
-    cp "$run/config.json" "$run/history.csv" "$run/metrics.json" "$record/"
-    for try in 1 2 3 4 5 6; do  # others may be committing in this working tree: wait for git's index lock
-        git add "$record" && git commit -q -m "benchmarks: $preset$variant at full length with the test split after every epoch (seed $seed)" -- "$record" && break
-        sleep 10
+    # the record so far goes into git every few minutes: a row cut off with its session still answers the readings
+    # whose stop it has passed (README's table reads them), and the run itself resumes where this machine keeps it
+    train=$!
+    while kill -0 "$train" 2>/dev/null; do
+        sleep "${FULL_ROWS_EVERY:-600}" &
+        sleeper=$!
+        wait -n "$train" "$sleeper" || true
+        kill "$sleeper" 2>/dev/null || true
+        if kill -0 "$train" 2>/dev/null; then
+            keep "$run" "$record" "benchmarks: $preset$variant at full length, $(date -u +%H:%M) (seed $seed)"
+        fi
     done
+    wait "$train"
+    keep "$run" "$record" "benchmarks: $preset$variant at full length with the test split after every epoch (seed $seed)"
 done
