@@ -28,19 +28,12 @@ from torch import nn
 from cifarlab.api import load_training_data
 from cifarlab.config import config_from_dict
 from cifarlab.data.augment import Augmenter
+from cifarlab.data.augment_ops import min_max_stretch
 from cifarlab.data.dataset import Split, with_validation
 from cifarlab.device import describe_hardware
 from cifarlab.inference.classifier import Classifier
 
 BATCH = 500
-
-
-def stretched(images: torch.Tensor) -> torch.Tensor:
-    """Each uint8 image stretched to its own min..max -> 0..255 over all channels (Keras' array_to_img(scale=True))."""
-    x = images.float()
-    low = x.amin(dim=(1, 2, 3), keepdim=True)
-    span = (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1)
-    return ((x - low) / span * 255).to(torch.uint8)  # array_to_img's astype('uint8') truncates
 
 
 @torch.no_grad()
@@ -80,7 +73,7 @@ def main() -> None:
 
     base = {p: Classifier.load(args.run_dir, precision=p) for p in ("fp32", record["precision"])}
     rows = [(f"as trained, {p}", accuracy(c, data.test)) for p, c in base.items()]
-    test_stretched = Split(stretched(data.test.images), data.test.labels)
+    test_stretched = Split(min_max_stretch(data.test.images.float()).to(torch.uint8), data.test.labels)
     rows.append(("test images stretched to their min..max, fp32", accuracy(base["fp32"], test_stretched)))
     for name, augment in (("clean", None), ("augmented (control)", Augmenter(config.train.augment))):
         classifier = copy.deepcopy(base["fp32"])

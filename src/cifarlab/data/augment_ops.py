@@ -37,6 +37,7 @@ __all__ = [
     "check_range",
     "cutout",
     "keras_affine",
+    "min_max_stretch",
     "random_brightness",
     "random_crop",
     "random_flip",
@@ -195,6 +196,17 @@ def random_flip(images: torch.Tensor, generator: torch.Generator, p: float = 0.5
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+def min_max_stretch(images: torch.Tensor) -> torch.Tensor:
+    """Each image of a (B, C, H, W) float batch stretched to its own min..max -> 0..255, truncated to whole values.
+
+    Over all channels, as Keras' `array_to_img(x, scale=True)` does before `astype('uint8')`; a flat image becomes
+    all 0.
+    """
+    shifted = images - images.amin(dim=(1, 2, 3), keepdim=True)
+    span = shifted.amax(dim=(1, 2, 3), keepdim=True)
+    return torch.where(span > 0, shifted / span.clamp_min(1e-12), shifted).mul_(255).floor_()  # Keras' order of ops
+
+
 def random_brightness(
     images: torch.Tensor, generator: torch.Generator, low: float, high: float, *, stretch: bool = False
 ) -> torch.Tensor:
@@ -221,10 +233,7 @@ def random_brightness(
         raise ValueError(f"random_brightness: need 0 <= low <= high, got low={low!r}, high={high!r}")
     factor = _uniform(generator, (images.shape[0],), low, high, images.device)  # (B,)
     if stretch:
-        lowest = images.amin(dim=(1, 2, 3), keepdim=True)
-        span = images.amax(dim=(1, 2, 3), keepdim=True) - lowest
-        scale = torch.where(span > 0, 255 / span.clamp_min(1e-12), torch.zeros_like(span))  # a flat image: all 0
-        images = ((images - lowest) * scale).floor_()
+        images = min_max_stretch(images)
     out = (images * factor.to(images.dtype)[:, None, None, None]).clamp(0, 255)
     return out.floor_() if stretch else out
 

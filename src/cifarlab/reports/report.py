@@ -26,6 +26,7 @@ from cifarlab.evaluation.calibration import (
 )
 from cifarlab.evaluation.mistakes import MISTAKES_SHOWN, confident_mistakes
 from cifarlab.evaluation.robustness import AUGMIX_2020_CIFAR10C_ERROR
+from cifarlab.inference.checkpoint import meta_path
 from cifarlab.inference.explain import overlay
 from cifarlab.reports import figures
 from cifarlab.reports.html import esc, img, key_values, page, png_data_uri, section, table
@@ -172,7 +173,7 @@ def _weights_tested(run: SavedRun) -> tuple[str, str]:
     if best:
         return ("best epoch", f"{best} (val_accuracy {run.best_val_accuracy:.4f}, val_loss {metrics['val_loss']:.4f});"
                               " the saved model and the test figures are this epoch's")  # fmt: skip
-    kept = RunFiles(run.run_dir).best_checkpoint.with_suffix(".json")
+    kept = meta_path(RunFiles(run.run_dir).best_checkpoint)
     if metrics.get("tested_epoch") and kept.is_file():  # train.test_weights = 'last', the seed's presets
         meta = json.loads(kept.read_text())
         return ("weights tested", f"epoch {metrics['tested_epoch']}'s, those in memory when training ended (as Keras' "
