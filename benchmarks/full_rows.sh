@@ -13,7 +13,7 @@
 #
 # --config FILE trains a variant of each step (the file's settings over the preset, as `train --config`): its run is
 # runs/full/<preset>-<file's stem>-s<SEED> and its record <file's folder>/<preset>-<file's stem>-full-s<SEED>, e.g.
-#   bash benchmarks/full_rows.sh --config benchmarks/proyecto9/keras28_brightness.toml ../shared/datasets/cifar10-jpeg proyecto9
+#   bash benchmarks/full_rows.sh --config benchmarks/proyecto9/keras29_brightness.toml ../shared/datasets/cifar10-jpeg proyecto9
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=()

@@ -19,8 +19,9 @@ Deliberate differences from Keras, each tiny or a Keras quirk:
     * The centre is the true pixel centre ((H - 1) / 2, (W - 1) / 2); Keras uses (H / 2 + 0.5, W / 2 + 0.5), one
       pixel off, which adds up to a ~1 px translation whenever it rotates, shears or zooms.
     * Shift ranges >= 1 draw a continuous number of pixels; Keras draws whole pixels when the range is an int.
-    * Brightness multiplies the pixel values; Keras first min-max stretches each image to [0, 255] through PIL and
-      rounds to uint8.
+    * Brightness multiplies the float pixel values and clips to [0, 255], as Keras 2.9 on does, less its uint8
+      truncations (under one level); `random_brightness(stretch=True)` is Keras 2.8's path, which first stretches
+      each image to its own min..max and truncates to uint8 (tested against PIL).
 """
 
 from __future__ import annotations
