@@ -71,6 +71,13 @@ for step in "$@"; do
             keep "$run" "$record" "benchmarks: $preset$variant at full length, $(date -u +%H:%M) (seed $seed)"
         fi
     done
-    wait "$train"
+    # wait -n has reaped the run already: its status comes from this wait, and a run that failed or was stopped still
+    # leaves its record so far in git before the script stops with that status
+    status=0
+    wait "$train" || status=$?
+    if (( status != 0 )); then
+        keep "$run" "$record" "benchmarks: $preset$variant at full length, stopped (status $status) (seed $seed)"
+        exit "$status"
+    fi
     keep "$run" "$record" "benchmarks: $preset$variant at full length with the test split after every epoch (seed $seed)"
 done
