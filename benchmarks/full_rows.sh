@@ -75,9 +75,8 @@ for step in "$@"; do
     # leaves its record so far in git before the script stops with that status
     status=0
     wait "$train" || status=$?
-    if (( status != 0 )); then
-        keep "$run" "$record" "benchmarks: $preset$variant at full length, stopped (status $status) (seed $seed)"
-        exit "$status"
-    fi
-    keep "$run" "$record" "benchmarks: $preset$variant at full length with the test split after every epoch (seed $seed)"
+    ended="with the test split after every epoch"
+    (( status == 0 )) || ended="stopped (status $status)"
+    keep "$run" "$record" "benchmarks: $preset$variant at full length $ended (seed $seed)"
+    (( status == 0 )) || exit "$status"
 done
