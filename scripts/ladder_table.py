@@ -8,6 +8,9 @@ DIR already holds a record that went further (a finished run, or more epochs): a
 outlive its session, so a row restarted from scratch must not replace the longer record of an earlier session.
 With `--keep`, the table is drawn from DIR, the records in git; `--readme FILE` replaces the table between the
 `<!-- ladder-table -->` and `<!-- /ladder-table -->` markers.
+
+A record counts as its step's only when it trained the preset's recipe as it is today (`recipe_differences`: the
+callbacks aside, which the table replays or names): a record of another recipe is named in the status column.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import statistics
 from pathlib import Path
 
 from cifarlab.config import TrainConfig, config_from_dict
-from cifarlab.presets import get_preset
+from cifarlab.presets import get_preset, preset_changes
 from cifarlab.reports.readings import READING_KEYS, Replayed, applicable, load_recorded, presets_reading, replay_run
 from cifarlab.reports.saved_run import load_run
 from cifarlab.training.history import History
@@ -71,6 +74,28 @@ def _callbacks(train: TrainConfig) -> tuple:
     return (train.checkpoint_best, *(getattr(train, key) for key in READING_KEYS))
 
 
+NOT_DECIDING = {*READING_KEYS, "checkpoint_best", "epochs", "test_each_epoch", "eval_batch_size", "duration"}
+# what a run's callbacks decide, how long it ran and what it measured besides: not what it trains
+
+
+def recipe_differences(preset: str, run_dir: Path) -> list[str]:
+    """The settings (network, data, optimiser, augmentation) in which a run's recorded recipe differs from the
+    preset's today (`preset_changes`), its callbacks, epochs and analysis options aside.
+
+    A record with no recipe is taken to be the preset's own; one that cannot be read differs in everything ("config").
+    """
+    record = _config_record(run_dir)
+    if "config" not in record:
+        return []
+    split = record.get("dataset") or {}
+    train_images = split.get("train", 0) + split.get("val", 0) or None  # before validation was held out
+    try:
+        changes = preset_changes(config_from_dict(record["config"]), train_images)
+    except (KeyError, TypeError, ValueError):
+        return ["config"]
+    return sorted(key for key in changes or {} if key not in NOT_DECIDING)
+
+
 def ran_presets_reading(preset: str, run_dir: Path) -> bool:
     """Whether a run's recorded callbacks are the preset's current ones (runs before session 21: val_p10)."""
     record = _config_record(run_dir)
@@ -87,12 +112,13 @@ def spread(preset: str, runs_dir: Path) -> str:
     """'mean ± std (n)' of the test accuracy over the finished seeds of the preset's code, or '–' below two.
 
     A step that repeats another's code (proyecto8) pools its seeds with that step's. Only runs whose callbacks are
-    the preset's current reading count: a run under another reading measured something else.
+    the preset's current reading and recipe count: a run under another reading or recipe measured something else.
     """
     code = same_code(preset) or preset
     names = [code] + [step for step in STEPS if same_code(step) == code]
     paths = sorted(path for name in names for path in runs_dir.glob(f"{name}-s*"))
-    finished = [path for path in paths if (path / "metrics.json").exists() and ran_presets_reading(preset, path)]
+    finished = [path for path in paths if (path / "metrics.json").exists() and ran_presets_reading(preset, path)
+                and not recipe_differences(preset, path)]  # fmt: skip
     accuracies = [100 * load_run(path).metrics["test_accuracy"] for path in finished]
     if len(accuracies) < 2:
         return "–"
@@ -105,11 +131,11 @@ def full_record(run_dir: Path) -> Path:
     return run_dir.with_name(f"{preset}-full-s{seed}")
 
 
-def replayed(run_dir: Path) -> dict[str, Replayed] | None:
-    """Every reading replayed over the step's full-length record, when it has a test column and answers READING
-    (a record still growing may not answer the others yet)."""
+def replayed(preset: str, run_dir: Path) -> dict[str, Replayed] | None:
+    """Every reading replayed over the step's full-length record, when it has a test column, trained the preset's
+    recipe as it is today and answers READING (a record still growing may not answer the others yet)."""
     full = full_record(run_dir)
-    if not (full / "history.csv").exists():
+    if not (full / "history.csv").exists() or recipe_differences(preset, full):
         return None
     record = load_recorded(full)
     if not record.history.has_test:
@@ -139,7 +165,7 @@ def row(preset: str, run_dir: Path, label: str | None = None) -> str:
     recipe = get_preset(preset)
     seed, planned = recipe.seed_accuracy, recipe.config.train.epochs
     head = f"| {label or preset} | {seed:.2f} % |"
-    results = replayed(run_dir)
+    results = replayed(preset, run_dir)
     chosen = (results or {}).get(READING) or (results or {}).get("none")
     if chosen is not None:
         full = full_record(run_dir)
@@ -161,6 +187,8 @@ def row(preset: str, run_dir: Path, label: str | None = None) -> str:
             status = f"full recipe: early stopping (best epoch {run.metrics['best_epoch']})"
         if not ran_presets_reading(preset, run_dir):
             status = f"earlier reading (val_p10): early stopping at epoch {run.epochs_run}, best epoch tested"
+        if differences := recipe_differences(preset, run_dir):
+            status = f"earlier recipe (differs in {', '.join(differences)})"
         return (
             f"{head} **{ours:.2f} %** | {spread(preset, run_dir.parent)} | {ours - seed:+.2f} | "
             f"{run.epochs_run} / {planned} | "

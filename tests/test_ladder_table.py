@@ -151,3 +151,31 @@ def test_a_run_under_an_earlier_reading_says_so_and_leaves_the_spread(ladder_tab
         (runs / f"proyecto2-s{seed}" / "config.json").write_text(json.dumps({"config": config}))
     row = ladder_table.table(runs).splitlines()[3]
     assert "**73.40 %** | 72.90 ± 0.71 (2) |" in row and "full recipe: early stopping (best epoch 12)" in row
+
+
+def test_a_record_of_another_recipe_is_not_read_as_the_presets(ladder_table, tmp_path):
+    """A full-length record, or a finished run, that trained something else (here Adam's lr) is named, not replayed."""
+    from cifarlab.presets import get_preset
+
+    runs = _runs(tmp_path)
+    full = runs / "proyecto2-full-s0"
+    full.mkdir()
+    config = get_preset("proyecto2").config.to_dict()
+    config["train"] |= {"epochs": 20, "test_each_epoch": True}  # how long it ran and what it measured: not the recipe
+    lines = ["epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds,test_loss,test_accuracy"]
+    lines += [f"{e},{1 / e},0.5,1.0,0.5,0.001,60,1.0,{e / 100}" for e in range(1, 21)]
+    (full / "history.csv").write_text("\n".join(lines) + "\n")
+    split = {"train": 40000, "val": 10000, "test": 10000}
+    (full / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
+    assert "replayed (keras_p3)" in ladder_table.table(runs).splitlines()[3]
+    assert ladder_table.recipe_differences("proyecto2", full) == []
+    config["data"]["val_size"] = 10000  # the presets' 0.2 of 50000, written as a count: the same images
+    (full / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
+    assert ladder_table.recipe_differences("proyecto2", full) == []
+    config["train"]["lr"] = 0.01
+    (full / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
+    assert ladder_table.recipe_differences("proyecto2", full) == ["lr"]
+    row = ladder_table.table(runs).splitlines()[3]
+    assert "replayed" not in row and "| **73.40 %** |" in row  # the finished run, as it ran
+    (runs / "proyecto2-s0" / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
+    assert "earlier recipe (differs in lr)" in ladder_table.table(runs).splitlines()[3]
