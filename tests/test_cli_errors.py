@@ -322,3 +322,15 @@ def test_robustness_without_its_extra_is_one_line(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err.strip()
     expected = f"cifarlab robustness needs scipy, from the 'robustness' extra: {install_command('robustness')}"
     assert err == f"cifarlab: error: {expected}"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`cifarlab presets | head -1`: the closed pipe is not reported as an error; the status is a shell's SIGPIPE."""
+    import subprocess
+
+    command = subprocess.Popen([sys.executable, "-m", "cifarlab", "presets", "--details"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    command.stdout.close()  # the reader is gone before the first line is written
+    stderr = command.stderr.read().decode()
+    assert command.wait(timeout=120) == 141
+    assert stderr == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 import warnings
@@ -277,7 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.argv = argv  # `train --nproc` passes it on to its ranks
         status = _run(handlers[args.command], args, debug)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's teardown
         finished = True
+    except BrokenPipeError:  # `cifarlab readings RUN | head`: the reader has what it wanted; nothing to report
+        _silence_stdout()
+        return 141  # as a shell reports a command that SIGPIPE ended
     except (ValueError, KeyError, FileNotFoundError, OSError) as error:
         if debug:
             traceback.print_exc()
@@ -302,6 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         distributed.shutdown(finished=finished)  # a torchrun rank leaves its process group
     return status if isinstance(status, int) else 0  # predict: 1 when files were skipped
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush to a closed pipe raises nothing."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured)
+        pass
 
 
 def run() -> NoReturn:
