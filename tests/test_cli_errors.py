@@ -7,6 +7,7 @@ that got past its error would fail the test rather than train). `--debug` adds t
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -326,11 +327,20 @@ def test_robustness_without_its_extra_is_one_line(tmp_path, monkeypatch, capsys)
 
 def test_a_reader_that_goes_away_ends_the_command_quietly():
     """`cifarlab presets | head -1`: the closed pipe is not reported as an error; the status is a shell's SIGPIPE."""
-    import subprocess
-
     command = subprocess.Popen([sys.executable, "-m", "cifarlab", "presets", "--details"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     command.stdout.close()  # the reader is gone before the first line is written
     stderr = command.stderr.read().decode()
     assert command.wait(timeout=120) == 141
     assert stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capsys):
+    """A connection that breaks while stdout is fine (a download, a socket) gets its one line, not silence."""
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_presets", broken)
+    assert main(["presets"]) == 2
+    assert capsys.readouterr().err.strip() == "cifarlab: error: [Errno 32] Broken pipe"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import traceback
 import warnings
@@ -280,10 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = _run(handlers[args.command], args, debug)
         sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's teardown
         finished = True
-    except BrokenPipeError:  # `cifarlab readings RUN | head`: the reader has what it wanted; nothing to report
-        _silence_stdout()
-        return 141  # as a shell reports a command that SIGPIPE ended
     except (ValueError, KeyError, FileNotFoundError, OSError) as error:
+        if isinstance(error, BrokenPipeError) and _reader_gone():  # `cifarlab readings RUN | head`: nothing to say
+            _silence_stdout()
+            return 141  # as a shell reports a command that SIGPIPE ended
         if debug:
             traceback.print_exc()
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
@@ -307,6 +308,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         distributed.shutdown(finished=finished)  # a torchrun rank leaves its process group
     return status if isinstance(status, int) else 0  # predict: 1 when files were skipped
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (a broken pipe elsewhere, a socket, is an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured), or no poll()
+        return False
 
 
 def _silence_stdout() -> None:
