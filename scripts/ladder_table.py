@@ -9,7 +9,7 @@ outlive its session, so a row restarted from scratch must not replace the longer
 With `--keep`, the table is drawn from DIR, the records in git; `--readme FILE` replaces the table between the
 `<!-- ladder-table -->` and `<!-- /ladder-table -->` markers.
 
-A record counts as its step's only when it trained the preset's recipe as it is today (`recipe_differences`: the
+A record counts as its step's only when it trained the preset's recipe as it is today (`recorded_recipe`: the
 callbacks aside, which the table replays or names): a record of another recipe is named in the status column.
 """
 
@@ -19,6 +19,7 @@ import argparse
 import json
 import shutil
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab.config import TrainConfig, config_from_dict
@@ -78,34 +79,37 @@ NOT_DECIDING = {*READING_KEYS, "checkpoint_best", "epochs", "test_each_epoch", "
 # what a run's callbacks decide, how long it ran and what it measured besides: not what it trains
 
 
-def recipe_differences(preset: str, run_dir: Path) -> list[str]:
-    """The settings (network, data, optimiser, augmentation) in which a run's recorded recipe differs from the
-    preset's today (`preset_changes`), its callbacks, epochs and analysis options aside.
+@dataclass(frozen=True)
+class RecordedRecipe:
+    """How a run's recorded recipe stands against its preset's today, from one reading of its config.json."""
+
+    reading: bool  # its callbacks are the preset's current reading (runs before session 21: val_p10)
+    differences: list[str]  # what it trains differently (network, data, optimiser, augmentation), sorted
+
+    @property
+    def current(self) -> bool:
+        """Whether the run measured what the preset measures today."""
+        return self.reading and not self.differences
+
+
+def recorded_recipe(preset: str, run_dir: Path) -> RecordedRecipe:
+    """A run's recorded recipe against the preset's today: its callbacks, and the settings in which it differs
+    (`preset_changes`; callbacks, epochs and analysis options aside).
 
     A record with no recipe is taken to be the preset's own; one that cannot be read differs in everything ("config").
     """
     record = _config_record(run_dir)
     if "config" not in record:
-        return []
+        return RecordedRecipe(True, [])
     split = record.get("dataset") or {}
     train_images = split.get("train", 0) + split.get("val", 0) or None  # before validation was held out
     try:
-        changes = preset_changes(config_from_dict(record["config"]), train_images)
+        config = config_from_dict(record["config"])
+        changes = preset_changes(config, train_images)
     except (KeyError, TypeError, ValueError):
-        return ["config"]
-    return sorted(key for key in changes or {} if key not in NOT_DECIDING)
-
-
-def ran_presets_reading(preset: str, run_dir: Path) -> bool:
-    """Whether a run's recorded callbacks are the preset's current ones (runs before session 21: val_p10)."""
-    record = _config_record(run_dir)
-    if "config" not in record:
-        return True  # no recipe recorded: taken to be the preset's own
-    try:
-        recorded = config_from_dict(record["config"]).train
-    except (KeyError, TypeError, ValueError):
-        return False
-    return _callbacks(recorded) == _callbacks(get_preset(preset).config.train)
+        return RecordedRecipe(False, ["config"])
+    reading = _callbacks(config.train) == _callbacks(get_preset(preset).config.train)
+    return RecordedRecipe(reading, sorted(key for key in changes or {} if key not in NOT_DECIDING))
 
 
 def spread(preset: str, runs_dir: Path) -> str:
@@ -117,8 +121,7 @@ def spread(preset: str, runs_dir: Path) -> str:
     code = same_code(preset) or preset
     names = [code] + [step for step in STEPS if same_code(step) == code]
     paths = sorted(path for name in names for path in runs_dir.glob(f"{name}-s*"))
-    finished = [path for path in paths if (path / "metrics.json").exists() and ran_presets_reading(preset, path)
-                and not recipe_differences(preset, path)]  # fmt: skip
+    finished = [path for path in paths if (path / "metrics.json").exists() and recorded_recipe(preset, path).current]
     accuracies = [100 * load_run(path).metrics["test_accuracy"] for path in finished]
     if len(accuracies) < 2:
         return "–"
@@ -135,7 +138,7 @@ def replayed(preset: str, run_dir: Path) -> dict[str, Replayed] | None:
     """Every reading replayed over the step's full-length record, when it has a test column, trained the preset's
     recipe as it is today and answers READING (a record still growing may not answer the others yet)."""
     full = full_record(run_dir)
-    if not (full / "history.csv").exists() or recipe_differences(preset, full):
+    if not (full / "history.csv").exists() or recorded_recipe(preset, full).differences:
         return None
     record = load_recorded(full)
     if not record.history.has_test:
@@ -185,10 +188,11 @@ def row(preset: str, run_dir: Path, label: str | None = None) -> str:
         status = "full length"
         if run.epochs_run < planned:
             status = f"full recipe: early stopping (best epoch {run.metrics['best_epoch']})"
-        if not ran_presets_reading(preset, run_dir):
+        recorded = recorded_recipe(preset, run_dir)
+        if not recorded.reading:
             status = f"earlier reading (val_p10): early stopping at epoch {run.epochs_run}, best epoch tested"
-        if differences := recipe_differences(preset, run_dir):
-            status = f"earlier recipe (differs in {', '.join(differences)})"
+        if recorded.differences:
+            status = f"earlier recipe (differs in {', '.join(recorded.differences)})"
         return (
             f"{head} **{ours:.2f} %** | {spread(preset, run_dir.parent)} | {ours - seed:+.2f} | "
             f"{run.epochs_run} / {planned} | "

@@ -168,13 +168,13 @@ def test_a_record_of_another_recipe_is_not_read_as_the_presets(ladder_table, tmp
     split = {"train": 40000, "val": 10000, "test": 10000}
     (full / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
     assert "replayed (keras_p3)" in ladder_table.table(runs).splitlines()[3]
-    assert ladder_table.recipe_differences("proyecto2", full) == []
+    assert ladder_table.recorded_recipe("proyecto2", full).differences == []
     config["data"]["val_size"] = 10000  # the presets' 0.2 of 50000, written as a count: the same images
     (full / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
-    assert ladder_table.recipe_differences("proyecto2", full) == []
+    assert ladder_table.recorded_recipe("proyecto2", full).differences == []
     config["train"]["lr"] = 0.01
     (full / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
-    assert ladder_table.recipe_differences("proyecto2", full) == ["lr"]
+    assert ladder_table.recorded_recipe("proyecto2", full).differences == ["lr"]
     row = ladder_table.table(runs).splitlines()[3]
     assert "replayed" not in row and "| **73.40 %** |" in row  # the finished run, as it ran
     (runs / "proyecto2-s0" / "config.json").write_text(json.dumps({"config": config, "dataset": split}))
