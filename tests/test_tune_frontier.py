@@ -16,8 +16,10 @@ from cifarlab.training.cost import run_cost  # noqa: E402
 from cifarlab.tuning import search as search_module  # noqa: E402
 from cifarlab.tuning import tune  # noqa: E402
 from cifarlab.tuning.frontier import spread  # noqa: E402
+from cifarlab.tuning.rerun import _train_or_reuse  # noqa: E402
 from cifarlab.tuning.space import FAST_SPACE, config_overrides  # noqa: E402
-from tests.factories import tune_setup  # noqa: E402
+from tests.factories import make_dataset, tune_setup  # noqa: E402
+from tests.test_resume import InterruptAt  # noqa: E402
 
 # a few small AirNets for one or two epochs: every knob the frontier trades, at sizes a CPU trains in seconds
 TINY_FAST_SPACE = """
@@ -90,6 +92,23 @@ def test_a_frontier_study_rerun_its_front_and_writes_front_json(setup):
     # continued with no new trial: the finished re-runs are reused and keep the seconds measured when they ran
     again = tune("fast88", trials=0, epochs=2, top_k=2, seeds=1, frontier=True, study_dir=study_dir, **options)
     assert json.loads(again.front_json.read_text())["points"] == points
+
+
+def test_a_resumed_rerun_has_no_seconds_since_no_one_timed_it_whole(tmp_path):
+    dataset = make_dataset(train=96, test=32)
+
+    def config(name):
+        return api.resolve_config("proyecto1", epochs=2, batch_size=32, val_size=32, precision="fp32", quiet=True,
+                                  out=str(tmp_path / name))  # fmt: skip
+
+    accuracy, seconds = _train_or_reuse(config("whole"), tmp_path / "whole", dataset, True)
+    assert 0 <= accuracy <= 1 and seconds > 0  # trained here from start to end: timed
+    assert _train_or_reuse(config("whole"), tmp_path / "whole", dataset, True) == (accuracy, None)  # read, not run
+    with pytest.raises(KeyboardInterrupt):  # cut in its second epoch, as a session's end cuts a re-run
+        api.train(config=config("cut"), dataset=dataset, callbacks=[InterruptAt(epoch=2, step=1)])
+    assert (tmp_path / "cut" / "resume.pt").is_file()
+    accuracy, seconds = _train_or_reuse(config("cut"), tmp_path / "cut", dataset, True)
+    assert (tmp_path / "cut" / "metrics.json").is_file() and seconds is None  # resumed: only its end was timed
 
 
 def fake_trial(search, trial, dataset, sizes=None):

@@ -96,16 +96,19 @@ def rerun(search: Search, trials: list[Any], seeds: list[int], dataset: Dataset)
 
 
 def _train_or_reuse(config: RunConfig, run_dir: Path, dataset: Dataset, quiet: bool) -> tuple[float, float | None]:
-    """Test accuracy of the run in `run_dir` and the wall seconds this call ran it (None: it had finished before).
+    """Test accuracy of the run in `run_dir` and the wall seconds this call ran it, whole.
 
-    A finished run is read, one that stopped is resumed (its seconds are then those after the resume), else trained.
+    A finished run is read, one that stopped is resumed, else trained. The seconds are None where this call did
+    not run the whole of it (finished before, or resumed: the part before the stop, its loading included, was
+    timed by no one), so that a cut re-run never counts as a fast one.
     """
     forget_compiled_kernels()
+    resumed = RunFiles(run_dir).resume.is_file()
     started = time.perf_counter()
     result = api.finish_run(config, dataset=dataset, quiet=quiet)
     if result is None:
         return float(_metrics(run_dir)["test_accuracy"]), None
-    return result.test.accuracy, time.perf_counter() - started
+    return result.test.accuracy, None if resumed else time.perf_counter() - started
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
