@@ -61,13 +61,18 @@ def draw(record: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     points, reference = record["points"], record["reference"]
     for ax, key, label in ((axes[0], "flops", "run cost (TFLOPs, log scale)"), (axes[1], "seconds", "command seconds")):
-        x = [p["flops"]["total"] / 1e12 if key == "flops" else p["seconds"]["mean"] for p in points]
-        y = [p["test_accuracy"]["mean"] for p in points]
-        err = [p["test_accuracy"]["std"] for p in points]
-        ax.errorbar(x, y, yerr=err, fmt="o-", color="#4c72b0", capsize=3, label="front (re-run test, mean ± std)")
-        rx = reference["flops"]["total"] / 1e12 if key == "flops" else reference["seconds"]["mean"]
-        ax.errorbar([rx], [reference["test_accuracy"]["mean"]], yerr=[reference["test_accuracy"]["std"]], fmt="D",
-                    color="black", label=f"preset {record['preset']}")  # fmt: skip
+
+        def at(point, key=key):  # a point's x, None where no re-run of it was timed whole (seconds)
+            return point["flops"]["total"] / 1e12 if key == "flops" else point["seconds"]["mean"]
+
+        shown = [p for p in points if at(p) is not None]
+        y = [p["test_accuracy"]["mean"] for p in shown]
+        err = [p["test_accuracy"]["std"] for p in shown]
+        ax.errorbar([at(p) for p in shown], y, yerr=err, fmt="o-", color="#4c72b0", capsize=3,
+                    label="front (re-run test, mean ± std)")  # fmt: skip
+        if at(reference) is not None:
+            ax.errorbar([at(reference)], [reference["test_accuracy"]["mean"]], yerr=[reference["test_accuracy"]["std"]],
+                        fmt="D", color="black", label=f"preset {record['preset']}")  # fmt: skip
         if key == "flops":
             ax.set_xscale("log")
         ax.set_xlabel(label)
