@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -56,12 +57,15 @@ def test_a_run_by_the_clock_trains_until_its_time_is_spent_and_decays_the_lr_to_
     result = cifarlab.train("fast88", dataset=dataset, epochs=2, batch_size=32, val_size=0, quiet=True,
                             precision="fp32", out=str(tmp_path / "run"), callbacks=[clock],
                             **{"train.duration": 7.0, "train.low_res_epochs": 1})  # fmt: skip
-    assert clock.steps == 7  # 2 steps an epoch: 3 whole epochs and one step of a 4th, past the 2 planned
-    assert len(result.history) == 4
+    # 2 steps an epoch, a second each: after the 6th step a 7th would end at the 7 s, so the run stops there, in
+    # epoch 3, one past the 2 planned
+    assert clock.steps == 6
+    assert len(result.history) == 3
     lrs = result.history.history["lr"]
-    assert lrs[0] == lrs[1] > lrs[2] > lrs[3] > 0  # each epoch's first lr: flat through the warmup share, then down
+    assert lrs[0] == lrs[1] > lrs[2] > 0  # each epoch's first lr: flat through the warmup share, then down
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["stopped"].startswith("training time ran out (7 of 7 s, train.duration) during epoch 4")
+    assert metrics["stopped"].startswith("training time ran out (6 of 7 s, train.duration; a step takes 1.0 s) during "
+                                         "epoch 3")  # fmt: skip
     assert result.test is not None
 
 
@@ -108,7 +112,7 @@ def test_the_plan_takes_the_most_accurate_point_that_fits_and_trains_it_by_the_c
         return planner.Speed(full=1e-9, low=1e-9, setup=0.5)
 
     monkeypatch.setattr(planner, "measure_speed", speed)
-    monkeypatch.setattr(planner, "seconds_since_start", lambda: 5.0)
+    started = time.perf_counter() - 5.0  # 5 s of the budget already gone to loading the data
     base = cifarlab.resolve_config("fast88", quiet=True, val_size=16)
     fixed, sizes = planner.Speed(1e-9, 1e-9, 0.5), data_sizes(base, dataset)
     need = {p.name: planner._estimate(planner.point_config(front, p, base, 32), fixed, sizes)
@@ -116,18 +120,21 @@ def test_the_plan_takes_the_most_accurate_point_that_fits_and_trains_it_by_the_c
     whole = {name: e.train + e.finish + e.setup for name, e in need.items()}
     assert whole["small"] < whole["large"]
     budget = (5.0 + whole["large"]) / (1 - planner.MARGIN) + 1.0
-    plan = planner.plan_budget(budget, front, base, dataset)
+    plan = planner.plan_budget(budget, front, base, dataset, started)
     assert plan.point.name == "large" and measured == [(4, 8, 8), (8, 32, 32)]  # the cheapest first, as the probe
     assert plan.config.train.duration == pytest.approx(budget * (1 - planner.MARGIN) - 5.0 - need["large"].finish
                                                        - need["large"].setup, abs=0.1)  # fmt: skip
     assert plan.config.train.epochs >= 4 and plan.config.train.low_res_epochs >= 2
     assert any("expect about 85.0 %" in line for line in plan.lines)
 
-    plan = planner.plan_budget((5.0 + whole["small"]) / (1 - planner.MARGIN) + 0.5, front, base, dataset)
+    plan = planner.plan_budget((5.0 + whole["small"]) / (1 - planner.MARGIN) + 0.5, front, base, dataset, started)
     assert plan.point.name == "small"
     assert any("the next point up, 85.0 %" in line for line in plan.lines)
     with pytest.raises(ValueError, match=r"--budget 0m05s is too small for any recipe on this machine"):
-        planner.plan_budget(5.0, front, base, dataset)
+        planner.plan_budget(5.0, front, base, dataset, started)
+    # from Python the budget counts from the call, not from when the process (here pytest's) started
+    plan = planner.plan_budget(whole["large"] / (1 - planner.MARGIN) + 1.0, front, base, dataset)
+    assert plan.point.name == "large" and plan.spent < 1.0
 
 
 def test_by_the_clock_plans_more_epochs_in_proportion_and_never_fewer():
@@ -165,7 +172,7 @@ def test_a_file_that_is_not_a_front_is_one_line(tmp_path):
 def test_train_budget_on_an_image_folder_chooses_trains_and_saves(image_folder, tmp_path, monkeypatch, capsys):
     small = {**TINY, "train.epochs": 2}
     started = time.perf_counter()
-    monkeypatch.setattr(planner, "seconds_since_start", lambda: time.perf_counter() - started)
+    monkeypatch.setattr(planner, "process_started", lambda: started)  # the command's process starts now
     front = load_frontier(_front(tmp_path / "front.json", [("small", small, 80.0)]))
     monkeypatch.setattr(planner, "load_frontier", lambda: front)
     out = tmp_path / "run"
@@ -188,6 +195,7 @@ def test_train_budget_on_an_image_folder_chooses_trains_and_saves(image_folder, 
         (["--budget", "abc"], "--budget 'abc': give a duration such as 90m"),
         (["--budget", "5m", "--preset", "fast94"], "--budget chooses the recipe and trains it in one process; drop"),
         (["--budget", "5m", "--epochs", "3"], "--budget chooses the recipe itself; drop --epochs"),
+        (["--budget", "5m", "--nproc", "2"], "--budget chooses the recipe and trains it in one process; drop --nproc"),
     ],
 )
 def test_bad_budgets_are_one_line_and_exit_2(argv, message, capsys):
@@ -196,9 +204,44 @@ def test_bad_budgets_are_one_line_and_exit_2(argv, message, capsys):
     assert len(err.splitlines()) == 1 and message in err, err
 
 
-def test_a_budget_too_small_for_any_recipe_is_refused_before_training(image_folder, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", "--budget", "1s", "--data", str(image_folder), "--out", str(out), "--quiet"]) == 2
+def test_a_budget_too_small_for_any_recipe_is_refused_before_loading_anything(tmp_path, capsys):
+    out, missing = tmp_path / "run", tmp_path / "no-such-folder"  # refused before the data would be looked at
+    assert main(["train", "--budget", "1s", "--data", str(missing), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--budget 0m01s is too small for any recipe on this machine" in err and len(err.splitlines()) == 1
-    assert not out.exists()
+    assert "--budget 0m01s is too small for any recipe: setting up, evaluating and saving" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_budget_under_torchrun_is_refused_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--budget", "5m", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--budget plans and trains in one process; run it without torchrun") and "\n" not in err
+
+
+def test_the_deadline_sets_the_clock_to_what_is_left_when_training_begins():
+    clock = TrainingClock(100.0)
+    deadline = planner.Deadline(time.perf_counter() + 10.0)  # the set-up took longer than planned: 10 s are left
+    deadline.set_trainer(SimpleNamespace(clock=clock))
+    deadline.on_train_begin()
+    assert 9.0 < clock.duration <= 10.0
+
+
+def test_a_clock_stops_where_one_more_step_would_end_past_its_time():
+    clock, now = TrainingClock(10.0), [0.0]
+    clock.elapsed = lambda: now[0]  # type: ignore[method-assign]
+    clock.mark()
+    for now[0] in (3.0, 6.0):  # two steps of 3 s
+        clock.lap()
+    assert clock.step == 3.0 and not clock.is_over()  # 6 + 3 < 10: one more fits
+    now[0] = 7.5
+    clock.lap()  # a 1.5 s step
+    assert clock.is_over() is False and clock.stop_reason(1, 2) is None  # 7.5 + 1.5 < 10
+    now[0] = 9.0
+    clock.lap()
+    assert clock.is_over() and "9 of 10 s" in clock.stop_reason(1, 2)  # 9 + 1.5 would end past 10
+
+
+def test_the_probe_measures_fewer_images_per_step_on_larger_images():
+    config = cifarlab.resolve_config("fast94")  # batch 1000
+    assert [planner.probe_batch(config, side) for side in (32, 64, 224)] == [256, 64, 8]

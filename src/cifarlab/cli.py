@@ -51,12 +51,12 @@ def _train(args: argparse.Namespace) -> None:
     from cifarlab import api  # the training stack, for the commands that need it (predict and serve do not)
 
     overrides = options.overrides_from_args(args, RUN_OPTIONS)
+    if args.budget is not None:  # before --nproc: a budget is planned and trained in one process
+        return _train_within(args, overrides)
     if args.nproc is not None:  # launch N ranks of this same command through torchrun, and wait for them
         if args.resume is None:
             api.resolve_config(args.preset, config_file=args.config, **overrides)  # a bad option: one line, here
         return distributed.launch(distributed.strip_option(args.argv, "--nproc"), args.nproc)
-    if args.budget is not None:
-        return _train_within(args, overrides)
     if args.resume is not None:
         given = [key for key in overrides if key != "quiet"]
         flags = [flag for flag, value in (("--preset", args.preset), ("--config", args.config)) if value is not None]
@@ -74,13 +74,13 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _train_within(args: argparse.Namespace, overrides: dict) -> None:
-    from cifarlab.budget import train_within
+    from cifarlab.budget.planner import process_started, train_within
 
     flags = [flag for flag, value in (("--preset", args.preset), ("--config", args.config), ("--resume", args.resume),
                                       ("--nproc", args.nproc)) if value is not None]  # fmt: skip
     if flags:
         raise ValueError(f"--budget chooses the recipe and trains it in one process; drop {', '.join(flags)}")
-    result = train_within(args.budget, callbacks=_trackers(args.logger), **overrides)
+    result = train_within(args.budget, callbacks=_trackers(args.logger), started=process_started(), **overrides)
     print(result.run.summary())
     print(result.run.test.percent())
     print(f"run saved to {result.run.run_dir}")

@@ -1,7 +1,8 @@
 """`train --budget`: the most accurate recipe of the measured front that this machine can run in the time given.
 
-The budget is command time, counted from the start of the process: loading the data, measuring this machine,
-training, the final evaluations and saving the run all come out of it. The plan:
+The budget is command time, counted from the start of the process (`cifarlab train --budget`; from Python, from
+the call, or from `started`): loading the data, measuring this machine, training, the final evaluations and
+saving the run all come out of it. The plan:
 
 1. Load the data (its time is known once it has loaded).
 2. Measure this machine: a few training steps of the front's networks on real training images, at the full and
@@ -13,7 +14,9 @@ training, the final evaluations and saving the run all come out of it. The plan:
    margin are set aside; refuse in one line when not even the cheapest fits.
 4. Train it by the clock (`train.duration`, see `training.clock`): its learning rate decays to 0 as the time
    left runs out, so the run ends on time even where the estimate was off, and a point that fits with time to
-   spare trains that much longer (the epochs planned grow with it, progressive resizing in proportion).
+   spare trains that much longer (the epochs planned grow with it, progressive resizing in proportion). The
+   clock is set again when training begins (`Deadline`), so the run's set-up, however long it took, comes out of
+   the training time rather than out of the margin.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +50,8 @@ from cifarlab.training.cost import (
 from cifarlab.training.trainer import Trainer
 
 _IMPORTED = time.perf_counter()
-PROBE_BATCH = 256  # images per measured step: a CPU's speed per image barely depends on the batch past this
+PROBE_BATCH = 256  # images per measured 32 px step (fewer on larger images): a CPU's speed per image barely
+# depends on the batch past this
 PROBE_STEPS = 2  # timed steps at the full size, after one untimed (its kernels and allocations are set up)
 FINISH_SECONDS = 4.0  # after the final evaluations: checkpoint, Grad-CAM, report.html (about 1 s in a fast88 run)
 SETUP_SECONDS = 2.0  # the run's trainer: normalisation fitted on the images, whitening, the first step's set-up
@@ -56,14 +61,17 @@ RECIPE_PREFIXES = ("train.", "arch.", "transfer.")  # --budget chooses these its
 RECIPE_KEYS = ("model", "preset")
 
 
-def seconds_since_start() -> float:
-    """Seconds since this process started (from /proc on Linux; elsewhere since cifarlab.budget was imported)."""
+def process_started() -> float:
+    """When this process started, as a `time.perf_counter()` reading.
+
+    From /proc on Linux; elsewhere, when cifarlab.budget was imported.
+    """
     try:
         with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
             started = int(stat.read().rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
-            return max(0.0, float(uptime.read().split()[0]) - started)
+            return time.perf_counter() - max(0.0, float(uptime.read().split()[0]) - started)
     except (OSError, ValueError, IndexError):
-        return time.perf_counter() - _IMPORTED
+        return _IMPORTED
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class BudgetResult:
 
     run: api.RunResult
     plan: Plan
-    seconds: float  # command time when the run was saved
+    seconds: float  # seconds of the budget spent when the run was saved
 
     def summary(self) -> str:
         """One line: the time used against the budget."""
@@ -130,9 +138,10 @@ def train_within(
     dataset: Dataset | None = None,
     callbacks: list[Callback] | None = None,
     say: Callable[[str], None] | None = None,
+    started: float | None = None,
     **overrides: Any,
 ) -> BudgetResult:
-    """Train the most accurate recipe of the front that fits `budget` of command time on this machine.
+    """Train the most accurate recipe of the front that fits `budget` of time on this machine.
 
     Args:
         budget: '3m', '7m', '1h', or seconds.
@@ -140,37 +149,72 @@ def train_within(
         dataset: data already in memory (otherwise the data options say where to load it from).
         callbacks: extra callbacks of the run.
         say: where the plan's lines go (default: printed).
+        started: when the budget's time began, a `time.perf_counter()` reading (default: now; the command line
+            passes the process's start, `process_started()`, so that its start-up counts too).
         **overrides: where the data is and how the machine runs (`data=`, `out=`, `seed=`, `device=`, ...); the
             recipe is the budget's to choose, so its options (epochs, lr, widths, ...) are refused.
 
     Raises:
         ValueError: for a bad budget, a recipe option, or a budget too small for any recipe here (one line).
     """
+    started = time.perf_counter() if started is None else started
     seconds = parse_budget(budget)
     dotted = [SHORT_KEYS.get(key, key) for key in overrides]
     recipe = sorted(key for key in dotted if key.startswith(RECIPE_PREFIXES) or key in RECIPE_KEYS)
     if recipe:
         flags = options.flag_names(recipe, options.run_options(RunConfig))
         raise ValueError(f"--budget chooses the recipe itself; drop {', '.join(flags)}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--budget plans and trains in one process; run it without torchrun")
+    floor = (SETUP_SECONDS + FINISH_SECONDS) / (1 - MARGIN)  # before any training: refused before loading the data
+    if seconds - (time.perf_counter() - started) < floor:
+        raise ValueError(f"--budget {format_duration(seconds)} is too small for any recipe: setting up, evaluating "
+                         f"and saving a run alone take about {format_duration(floor)}")  # fmt: skip
     frontier = frontier if frontier is not None else load_frontier()
     base = api.resolve_config(frontier.preset, **overrides)  # a bad data or machine option fails here
     say = say or (lambda line: print(line, flush=True))
     data = dataset if dataset is not None else api.load_training_data(base)
-    plan = plan_budget(seconds, frontier, base, data)
+    plan = plan_budget(seconds, frontier, base, data, started)
     for line in plan.lines:
         say(line)
     record = f"trained within --budget {format_duration(seconds)}: {plan.lines[1]}"  # metrics.json and the report
     data = dataclasses.replace(data, notes=[*data.notes, record])
-    run = api.train(config=plan.config, dataset=data, callbacks=callbacks)
-    return BudgetResult(run, plan, seconds_since_start())
+    deadline = Deadline(started + seconds * (1 - MARGIN) - plan.estimate.finish)
+    run = api.train(config=plan.config, dataset=data, callbacks=[deadline, *(callbacks or [])])
+    return BudgetResult(run, plan, time.perf_counter() - started)
 
 
-def plan_budget(budget: float, frontier: Frontier, base: RunConfig, dataset: Dataset) -> Plan:
-    """Measure this machine and choose the front's point for `budget` seconds of command time (see the module).
+class Deadline(Callback):
+    """Sets a budget run's clock to the time left before `at` (a `time.perf_counter()` reading) as training begins.
+
+    The run's set-up (normalisation, whitening, compiling) then comes out of its training time, not the margin.
+    """
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def on_train_begin(self) -> None:
+        """Set the clock: what is left before the deadline, now that the run is set up."""
+        clock = self.trainer.clock
+        if clock is not None:
+            clock.duration = max(1.0, self.at - time.perf_counter())
+
+
+def plan_budget(
+    budget: float, frontier: Frontier, base: RunConfig, dataset: Dataset, started: float | None = None
+) -> Plan:
+    """Measure this machine and choose the front's point for `budget` seconds (see the module).
+
+    The seconds count from `started`, a `time.perf_counter()` reading (default: now).
 
     Raises:
         ValueError: when not even the cheapest point fits what is left of the budget.
     """
+    started = time.perf_counter() if started is None else started
+
+    def spent_now() -> float:
+        return time.perf_counter() - started
+
     sizes = data_sizes(base, dataset)
     configs = {point.name: point_config(frontier, point, base, dataset.image_size) for point in frontier.points}
     speeds: dict[tuple[Any, ...], Speed] = {}
@@ -186,7 +230,7 @@ def plan_budget(budget: float, frontier: Frontier, base: RunConfig, dataset: Dat
     chosen: tuple[FrontPoint, Estimate] | None = None
 
     def left() -> float:  # what is left of the budget now, the margin set aside
-        return budget - seconds_since_start() - MARGIN * budget
+        return budget - spent_now() - MARGIN * budget
 
     for point in sorted(frontier.points, key=lambda p: -p.accuracy):
         config = configs[point.name]
@@ -200,7 +244,7 @@ def plan_budget(budget: float, frontier: Frontier, base: RunConfig, dataset: Dat
         if found.train + found.finish + found.setup <= left():
             chosen = (point, found)
             break
-    spent = seconds_since_start()
+    spent = spent_now()
     if chosen is None:
         need = estimate(cheapest, probe)
         total = spent + need.train + need.finish + need.setup
@@ -248,7 +292,7 @@ def by_the_clock(config: RunConfig, seconds: float, estimated: float) -> RunConf
 
 def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     """Seconds per training FLOP of `config`'s network here, from a few steps on real training images."""
-    batch = min(config.train.batch_size, PROBE_BATCH)
+    batch = probe_batch(config, dataset.image_size)
     count = min(len(dataset.train), batch * (PROBE_STEPS + 1))
     images = dataset.train.subset(
         torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))[:count]
@@ -273,18 +317,26 @@ def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     return Speed(full=full, low=low, setup=max(0.0, first))
 
 
+def probe_batch(config: RunConfig, side: int) -> int:
+    """Images per measured step: PROBE_BATCH at 32 px, fewer on larger images (as many pixels), at least 8."""
+    return min(config.train.batch_size, max(8, PROBE_BATCH * 32 * 32 // (side * side)))
+
+
 def _time_steps(trainer: Trainer, side: int | None, steps: int) -> tuple[float, float]:
-    """(seconds the untimed first step took beyond a timed one's, seconds per image of the timed steps)."""
+    """(seconds the untimed first step took beyond a timed one's, seconds per image of the timed steps).
+
+    A step's time includes making its batch (augmenting, resizing), as the run's steps do.
+    """
     trainer.train_loader.resize_to = side
     batches = iter(trainer.train_loader)
     times, images = [], 0
     for i in range(steps + 1):
+        started = time.perf_counter()
         try:
             inputs, labels = next(batches)
         except StopIteration:
             batches = iter(trainer.train_loader)
             inputs, labels = next(batches)
-        started = time.perf_counter()
         loss, _ = trainer.train_step(inputs, labels)
         loss.item()  # waits for the device
         times.append(time.perf_counter() - started)
@@ -298,13 +350,15 @@ def _estimate(config: RunConfig, speed: Speed, sizes: DataSizes) -> Estimate:
     """Seconds of `config`'s run here at `speed`: training (with validation each epoch), finishing, setting up."""
     low, full = training_flops(config, sizes.train, sizes.image_size, sizes.classes)
     each_epoch, final = evaluation_flops(config, sizes.val, sizes.test, sizes.image_size, sizes.classes)
+    last_validation = each_epoch / max(config.train.epochs, 1)  # the last epoch's, after the clock has stopped
     return Estimate(train=low * speed.low + (full + each_epoch) * speed.full,
-                    finish=final * speed.full + FINISH_SECONDS, setup=SETUP_SECONDS + speed.setup)  # fmt: skip
+                    finish=(final + last_validation) * speed.full + FINISH_SECONDS,
+                    setup=SETUP_SECONDS + speed.setup)  # fmt: skip
 
 
 def _network(config: RunConfig) -> tuple[Any, ...]:
     """What a speed measurement depends on: the network, its batch, its low-resolution side."""
-    return (config.model, tuple(sorted(config.arch.kwargs().items())), min(config.train.batch_size, PROBE_BATCH),
+    return (config.model, tuple(sorted(config.arch.kwargs().items())), config.train.batch_size,
             config.train.low_res_size)  # fmt: skip
 
 
@@ -333,6 +387,6 @@ def _plan_lines(
         nearest = min(more, key=lambda p: p.flops)
         lines.append(f"the next point up, {nearest.accuracy:.1f} % ({nearest.describe()}), does not fit here; a "
                      "larger --budget or a faster machine reaches it")  # fmt: skip
-    if base.data.source != frontier.data.get("source"):
+    if Path(str(base.data.source)).name != Path(str(frontier.data.get("source") or "")).name:
         lines.append(f"the accuracy above is {_data_name(frontier)}'s; on {base.data.source} it will differ")
     return lines

@@ -254,8 +254,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         every = self.config.save_every_steps
+        if self.clock is not None:
+            self.clock.mark()  # the clock times each step from here, the epoch's validation left out
         for step, (inputs, labels) in enumerate(self.train_loader, start=first):
             loss, logits = self.train_step(inputs, labels)
+            if self.clock is not None:
+                self.clock.lap()
             loss_sum += loss * len(labels)
             correct += (logits.argmax(dim=1) == labels).sum()
             seen += len(labels)
