@@ -245,3 +245,4 @@ def test_a_clock_stops_where_one_more_step_would_end_past_its_time():
 def test_the_probe_measures_fewer_images_per_step_on_larger_images():
     config = cifarlab.resolve_config("fast94")  # batch 1000
     assert [planner.probe_batch(config, side) for side in (32, 64, 224)] == [256, 64, 8]
+    assert planner.probe_batch(config, 224, "cuda") == 1000  # a GPU measured at the recipe's own batch

@@ -218,7 +218,7 @@ def plan_budget(
     sizes = data_sizes(base, dataset)
     configs = {point.name: point_config(frontier, point, base, dataset.image_size) for point in frontier.points}
     speeds: dict[tuple[Any, ...], Speed] = {}
-    device = torch.device("cuda" if base.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = _device(base)
     bound = WIDE_SPEEDUP["cuda" if device.type == "cuda" else "cpu"]
 
     def estimate(point: FrontPoint, speed: Speed) -> Estimate:
@@ -292,7 +292,7 @@ def by_the_clock(config: RunConfig, seconds: float, estimated: float) -> RunConf
 
 def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     """Seconds per training FLOP of `config`'s network here, from a few steps on real training images."""
-    batch = probe_batch(config, dataset.image_size)
+    batch = probe_batch(config, dataset.image_size, _device(config).type)
     count = min(len(dataset.train), batch * (PROBE_STEPS + 1))
     images = dataset.train.subset(
         torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))[:count]
@@ -317,8 +317,14 @@ def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     return Speed(full=full, low=low, setup=max(0.0, first))
 
 
-def probe_batch(config: RunConfig, side: int) -> int:
-    """Images per measured step: PROBE_BATCH at 32 px, fewer on larger images (as many pixels), at least 8."""
+def probe_batch(config: RunConfig, side: int, device: str = "cpu") -> int:
+    """Images per measured step.
+
+    On a CPU, PROBE_BATCH at 32 px and fewer on larger images (as many pixels), at least 8; on a GPU, whose speed
+    per image grows with the batch, the recipe's own batch.
+    """
+    if device == "cuda":
+        return config.train.batch_size
     return min(config.train.batch_size, max(8, PROBE_BATCH * 32 * 32 // (side * side)))
 
 
@@ -354,6 +360,11 @@ def _estimate(config: RunConfig, speed: Speed, sizes: DataSizes) -> Estimate:
     return Estimate(train=low * speed.low + (full + each_epoch) * speed.full,
                     finish=(final + last_validation) * speed.full + FINISH_SECONDS,
                     setup=SETUP_SECONDS + speed.setup)  # fmt: skip
+
+
+def _device(config: RunConfig) -> torch.device:
+    """Where the run trains: a GPU when there is one and the run may use it."""
+    return torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def _network(config: RunConfig) -> tuple[Any, ...]:
