@@ -3,10 +3,12 @@
     python scripts/frontier_table.py benchmarks/frontier/front.json [--png benchmarks/frontier/front.png]
         [--package src/cifarlab/budget/frontier.json]
 
-Prints the front as a markdown table (TFLOPs, seconds on the machine that ran the re-runs, test accuracy mean ± std
-over the seeds), draws it (test accuracy against TFLOPs and against seconds, the preset as reference) with --png,
-and with --package writes the file `train --budget` reads: the same record, points that a cheaper point beats on
-re-run test accuracy left out (the search's front was drawn on one seed's validation accuracy).
+Prints the front as a markdown table (TFLOPs, seconds on the machine that ran the re-runs, the command time
+estimated on Zen 4, test accuracy mean ± std over the seeds) and the point each of 3, 7 and 15 minutes on Zen 4
+affords (the budgets the presets are made for); draws it (test accuracy against TFLOPs and against seconds, the
+preset as reference) with --png; and with --package writes the file `train --budget` reads: the same record, points
+that a cheaper point beats on re-run test accuracy left out (the search's front was drawn on one seed's validation
+accuracy).
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+# Zen 4 (2 cores of an AMD EPYC with AVX512-BF16), the slowest CPU seen: a bf16 channels_last training step of
+# AirNet 32/128/128 and of 64/256/256 ran at 0.288 and 0.355 TFLOP/s (BENCHMARKS.md section 1), and fast94's whole
+# command realised 0.869 of its network's step rate (295.5 TFLOP in 958 s, issue 35)
+ZEN4_STEP_TFLOPS = ((32, 0.288), (64, 0.355))
+ZEN4_COMMAND_SHARE = 295.48 / 958 / 0.355
+ZEN4_MINUTES = (3, 7, 15)
 
 
 def dominated_after_reruns(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -34,10 +43,33 @@ def describe(overrides: dict[str, Any]) -> str:
     return FrontPoint("", overrides, 0.0, None, 0.0, 0.0, 0).describe()
 
 
+def zen4_seconds(point: dict[str, Any]) -> float:
+    """A point's command seconds on Zen 4, estimated from its FLOPs at its network's measured rate there (the rate
+    interpolated between the two widths measured, held beyond them)."""
+    width = (point["overrides"].get("arch.widths") or [64])[0]
+    (w0, r0), (w1, r1) = ZEN4_STEP_TFLOPS
+    rate = r0 + (r1 - r0) * (min(max(width, w0), w1) - w0) / (w1 - w0)
+    return point["flops"]["total"] / (rate * 1e12 * ZEN4_COMMAND_SHARE)
+
+
+def zen4_choices(record: dict[str, Any]) -> list[str]:
+    """For each of ZEN4_MINUTES, the most accurate point (after the re-runs) that Zen 4 runs in that time."""
+    lines = []
+    for minutes in ZEN4_MINUTES:
+        fits = [p for p in dominated_after_reruns(record["points"]) if zen4_seconds(p) <= 60 * minutes]
+        if not fits:
+            lines.append(f"{minutes} min on Zen 4: no point fits")
+            continue
+        best = max(fits, key=lambda p: p["test_accuracy"]["mean"])
+        lines.append(f"{minutes} min on Zen 4: {best['name']} ({describe(best['overrides'])}), about "
+                     f"{zen4_seconds(best) / 60:.1f} min, {best['test_accuracy']['mean']:.2f} %")  # fmt: skip
+    return lines
+
+
 def table(record: dict[str, Any]) -> str:
     """The markdown table: each point and the reference, cheapest first."""
-    rows = ["| point | recipe | TFLOPs | seconds | test accuracy (mean ± std) | seeds |",
-            "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    rows = ["| point | recipe | TFLOPs | seconds | Zen 4 (est.) | test accuracy (mean ± std) | seeds |",
+            "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     kept = {p["name"] for p in dominated_after_reruns(record["points"])}
     for point in [*record["points"], record["reference"]]:
         seconds = point["seconds"]["mean"]
@@ -46,7 +78,8 @@ def table(record: dict[str, Any]) -> str:
         name += "" if point["name"] in kept or reference else " (beaten after re-runs)"
         test = point["test_accuracy"]
         rows.append(f"| {name} | {describe(point['overrides'])} | {point['flops']['total'] / 1e12:.1f} | "
-                    f"{'–' if seconds is None else f'{seconds:.0f}'} | {test['mean']:.2f} ± {test['std']:.2f} | "
+                    f"{'–' if seconds is None else f'{seconds:.0f}'} | {zen4_seconds(point) / 60:.1f} min | "
+                    f"{test['mean']:.2f} ± {test['std']:.2f} | "
                     f"{len(test['values'])} |")  # fmt: skip
     return "\n".join(rows)
 
@@ -93,6 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     record = json.loads(args.front.read_text())
     print(table(record))
+    print()
+    print("\n".join(zen4_choices(record)))
     if args.png:
         draw(record, args.png)
     if args.package:

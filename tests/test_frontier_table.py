@@ -56,10 +56,26 @@ def test_the_table_names_each_point_and_the_points_beaten_after_reruns(frontier_
     _, record = front(tmp_path)
     lines = frontier_table.table(record).splitlines()
     assert len(lines) == 2 + 3 + 1
-    assert lines[2].startswith("| trial 4 | AirNet 32/128/128, 4 epochs | 10.0 | 31 | 81.00 ± 1.00 | 3 |")
+    # trial 4 on Zen 4: 10 TFLOP at AirNet 32's 0.288 TFLOP/s, 0.869 of it over the whole command: 40 s
+    assert lines[2].startswith("| trial 4 | AirNet 32/128/128, 4 epochs | 10.0 | 31 | 0.7 min | 81.00 ± 1.00 | 3 |")
     assert lines[3].startswith("| trial 9 (beaten after re-runs) |")
-    assert "| – |" in lines[4]  # no re-run of trial 2 timed whole: no seconds
-    assert lines[5].startswith("| fast94 (preset) | AirNet 64/256/256, 10 epochs | 300.0 | 310 | 90.70 ± 0.20 |")
+    assert "| 40.0 | – | 2.4 min |" in lines[4]  # no re-run of trial 2 timed whole: no seconds; AirNet 48 on Zen 4
+    # the preset, by construction of the estimate, at fast94's 958 s on Zen 4 for 295.48 TFLOP
+    assert lines[5].startswith(
+        "| fast94 (preset) | AirNet 64/256/256, 10 epochs | 300.0 | 310 | 16.2 min | 90.70 ± 0.20 |"
+    )
+
+
+def test_each_zen4_budget_takes_the_most_accurate_point_it_affords(frontier_table, tmp_path):
+    _, record = front(tmp_path)
+    assert frontier_table.zen4_seconds(record["reference"]) == pytest.approx(958 * 300 / 295.48)
+    assert frontier_table.zen4_choices(record) == [
+        "3 min on Zen 4: trial 2 (AirNet 48/192/192, 6 epochs), about 2.4 min, 85.50 %",
+        "7 min on Zen 4: trial 2 (AirNet 48/192/192, 6 epochs), about 2.4 min, 85.50 %",
+        "15 min on Zen 4: trial 2 (AirNet 48/192/192, 6 epochs), about 2.4 min, 85.50 %",
+    ]
+    record["points"][2]["flops"]["total"] = 80e12  # now past 3 minutes: the 3-minute budget falls back to trial 4
+    assert frontier_table.zen4_choices(record)[0].startswith("3 min on Zen 4: trial 4 (")
 
 
 def test_the_packaged_front_leaves_out_beaten_points_and_loads_as_the_budgets_front(tmp_path):
