@@ -246,3 +246,5 @@ def test_the_probe_measures_fewer_images_per_step_on_larger_images():
     config = cifarlab.resolve_config("fast94")  # batch 1000
     assert [planner.probe_batch(config, side) for side in (32, 64, 224)] == [256, 64, 8]
     assert planner.probe_batch(config, 224, "cuda") == 1000  # a GPU measured at the recipe's own batch
+    half = cifarlab.resolve_config("fast94", batch_size=500)
+    assert planner._network(config, 32) == planner._network(half, 32)  # one probe of 256 serves both batches

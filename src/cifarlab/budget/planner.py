@@ -38,7 +38,7 @@ from cifarlab.budget.frontier import Frontier, FrontPoint, load_frontier
 from cifarlab.config import SHORT_KEYS, RunConfig, apply_overrides
 from cifarlab.data import Dataset
 from cifarlab.data.dataset import without_test
-from cifarlab.device import describe_hardware
+from cifarlab.device import describe_hardware, resolve_device
 from cifarlab.training.callbacks import Callback
 from cifarlab.training.cost import (
     DataSizes,
@@ -218,7 +218,7 @@ def plan_budget(
     sizes = data_sizes(base, dataset)
     configs = {point.name: point_config(frontier, point, base, dataset.image_size) for point in frontier.points}
     speeds: dict[tuple[Any, ...], Speed] = {}
-    device = _device(base)
+    device = resolve_device(base.device)
     bound = WIDE_SPEEDUP["cuda" if device.type == "cuda" else "cpu"]
 
     def estimate(point: FrontPoint, speed: Speed) -> Estimate:
@@ -226,7 +226,7 @@ def plan_budget(
 
     cheapest = frontier.points[0]
     probe = measure_speed(configs[cheapest.name], dataset)
-    speeds[_network(configs[cheapest.name])] = probe
+    speeds[_network(configs[cheapest.name], dataset.image_size)] = probe
     chosen: tuple[FrontPoint, Estimate] | None = None
 
     def left() -> float:  # what is left of the budget now, the margin set aside
@@ -237,7 +237,7 @@ def plan_budget(
         guess = estimate(point, probe)
         if (guess.train / bound) + guess.finish + guess.setup > left():
             continue  # even at the most a wider network can gain on the smallest one's speed, it cannot fit
-        key = _network(config)
+        key = _network(config, dataset.image_size)
         if key not in speeds:
             speeds[key] = measure_speed(config, dataset)
         found = estimate(point, speeds[key])
@@ -292,7 +292,7 @@ def by_the_clock(config: RunConfig, seconds: float, estimated: float) -> RunConf
 
 def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     """Seconds per training FLOP of `config`'s network here, from a few steps on real training images."""
-    batch = probe_batch(config, dataset.image_size, _device(config).type)
+    batch = probe_batch(config, dataset.image_size, resolve_device(config.device).type)
     count = min(len(dataset.train), batch * (PROBE_STEPS + 1))
     images = dataset.train.subset(
         torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(0))[:count]
@@ -362,15 +362,10 @@ def _estimate(config: RunConfig, speed: Speed, sizes: DataSizes) -> Estimate:
                     setup=SETUP_SECONDS + speed.setup)  # fmt: skip
 
 
-def _device(config: RunConfig) -> torch.device:
-    """Where the run trains: a GPU when there is one and the run may use it."""
-    return torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def _network(config: RunConfig) -> tuple[Any, ...]:
-    """What a speed measurement depends on: the network, its batch, its low-resolution side."""
-    return (config.model, tuple(sorted(config.arch.kwargs().items())), config.train.batch_size,
-            config.train.low_res_size)  # fmt: skip
+def _network(config: RunConfig, side: int) -> tuple[Any, ...]:
+    """What a speed measurement depends on: the network, the probe's batch, its low-resolution side."""
+    batch = probe_batch(config, side, resolve_device(config.device).type)
+    return config.model, tuple(sorted(config.arch.kwargs().items())), batch, config.train.low_res_size
 
 
 def _data_name(frontier: Frontier) -> str:
