@@ -25,7 +25,7 @@ class TrainingClock:
         self._mark: float | None = None
 
     def start(self) -> None:
-        """Count from now (the start of `fit`)."""
+        """Count from now (`mark` calls it at a session's first step)."""
         self.started = time.perf_counter()
 
     def elapsed(self) -> float:
@@ -33,7 +33,12 @@ class TrainingClock:
         return self.before + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
     def mark(self) -> None:
-        """A step begins now (the trainer calls it where an epoch's steps begin; `lap` then times each step)."""
+        """A step begins now (the trainer calls it where an epoch's steps begin; `lap` then times each step).
+
+        The first mark of a session starts the count, unless `start` did.
+        """
+        if self.started is None:
+            self.start()
         self._mark = self.elapsed()
 
     def lap(self) -> None:

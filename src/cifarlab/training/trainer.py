@@ -168,8 +168,6 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_begin()
         self.stop_requests.announce = self.dist.is_main
-        if self.clock is not None:
-            self.clock.start()
         with self.stop_requests:
             while self._more_epochs():
                 self.epoch += 1
@@ -255,7 +253,7 @@ class Trainer:
         )
         every = self.config.save_every_steps
         if self.clock is not None:
-            self.clock.mark()  # the clock times each step from here, the epoch's validation left out
+            self.clock.mark()  # the clock counts from the first step and times each, validation left out
         for step, (inputs, labels) in enumerate(self.train_loader, start=first):
             loss, logits = self.train_step(inputs, labels)
             if self.clock is not None:
