@@ -90,24 +90,34 @@ def draw(record: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     points, reference = record["points"], record["reference"]
+    kept = {p["name"] for p in dominated_after_reruns(points)}
     for ax, key, label in ((axes[0], "flops", "run cost (TFLOPs, log scale)"), (axes[1], "seconds", "command seconds")):
 
         def at(point, key=key):  # a point's x, None where no re-run of it was timed whole (seconds)
             return point["flops"]["total"] / 1e12 if key == "flops" else point["seconds"]["mean"]
 
-        shown = [p for p in points if at(p) is not None]
-        y = [p["test_accuracy"]["mean"] for p in shown]
-        err = [p["test_accuracy"]["std"] for p in shown]
-        ax.errorbar([at(p) for p in shown], y, yerr=err, fmt="o-", color="#4c72b0", capsize=3,
-                    label="front (re-run test, mean ± std)")  # fmt: skip
+        for beaten in (False, True):
+            shown = sorted((p for p in points if at(p) is not None and (p["name"] not in kept) == beaten), key=at)
+            if not shown:
+                continue
+            joined = key == "flops" and not beaten  # in seconds, a costlier point may run faster: no line
+            ax.errorbar([at(p) for p in shown], [p["test_accuracy"]["mean"] for p in shown],
+                        yerr=[p["test_accuracy"]["std"] for p in shown], fmt="o-" if joined else "o", capsize=3,
+                        color="#4c72b0", mfc="white" if beaten else "#4c72b0",
+                        label="beaten by a cheaper point after re-runs" if beaten else
+                        "front (re-run test, mean ± std)")  # fmt: skip
         if at(reference) is not None:
             ax.errorbar([at(reference)], [reference["test_accuracy"]["mean"]], yerr=[reference["test_accuracy"]["std"]],
                         fmt="D", color="black", label=f"preset {record['preset']}")  # fmt: skip
         if key == "flops":
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xticks([t for t in (10, 20, 50, 100, 200, 500) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]])
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)

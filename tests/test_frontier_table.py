@@ -89,3 +89,30 @@ def test_the_packaged_front_leaves_out_beaten_points_and_loads_as_the_budgets_fr
     assert [p.name for p in shipped.points] == ["trial 4", "trial 2"]
     assert shipped.points[1].seconds is None and shipped.points[0].seconds == pytest.approx(31.0)
     assert shipped.machine() == "Some CPU, 2 threads"
+
+
+def test_the_front_presets_are_the_shipped_points_zen4_affords_in_3_7_and_15_minutes(frontier_table):
+    from cifarlab import resolve_config
+    from cifarlab.presets import FRONT_PRESETS
+
+    record = json.loads((ROOT / "src" / "cifarlab" / "budget" / "frontier.json").read_text())
+    chosen = [line.split(": ", 1)[1].split(" (")[0] for line in frontier_table.zen4_choices(record)]
+    assert chosen == list(FRONT_PRESETS.values())  # 3, 7 and 15 minutes, in that order
+    points = {p["name"]: p for p in record["points"]}
+    for preset, name in FRONT_PRESETS.items():
+        measured = resolve_config(record["preset"], **points[name]["overrides"]).to_dict()
+        ours = resolve_config(preset).to_dict()
+        assert ours.pop("preset") == preset and measured.pop("preset") == record["preset"]
+        # the preset is the point's recipe, its rates and label smoothing to three significant digits
+        assert _close(ours, measured), (preset, name)
+
+
+def _close(ours, theirs) -> bool:
+    """Two config trees equal, their floats to 0.2 %."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return ours.keys() == theirs.keys() and all(_close(ours[k], theirs[k]) for k in ours)
+    if isinstance(ours, (list, tuple)) and isinstance(theirs, (list, tuple)):
+        return len(ours) == len(theirs) and all(_close(a, b) for a, b in zip(ours, theirs))
+    if isinstance(ours, float) or isinstance(theirs, float):
+        return ours == pytest.approx(theirs, rel=2e-3)
+    return ours == theirs

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cifarlab.config import SHORT_KEYS, DataConfig, RunConfig, TrainConfig, TransferConfig
+from cifarlab.config import SHORT_KEYS, ArchConfig, DataConfig, RunConfig, TrainConfig, TransferConfig
 from cifarlab.data.augment import KERAS_SEED_PROYECTO9, AugmentConfig
 from cifarlab.data.dataset import validation_count
 from cifarlab.models.registry import unknown_name_message
@@ -278,46 +278,66 @@ def vgg16_finetune() -> Preset:
 # The fast recipes: learnt from the public CIFAR-10 speed-runs (Page 2018; Jordan 2024), written for cifarlab.
 CALIBRATION_SHARE = 0.05  # fast94 over 3 seeds: test ECE 1.00-1.55 % after the temperature, -0.19 points of accuracy
 _FAST_AUGMENT = AugmentConfig(horizontal_flip=True, alternate_flip=True, crop_padding=2, crop_mode="reflect")
-_FAST_CHOICES = (
-    "Muon on the conv filters (orthogonalised Nesterov momentum 0.6, step 0.24 of the filters' fixed norm); "
-    "Nesterov SGD (momentum 0.9, lr 0.4, weight decay 5e-4) on the head, with 4x that lr on the BatchNorm shifts "
-    "and the whitening bias; batch 1000; half an epoch of linear warmup, then a linear decay to 0",
-    "label smoothing 0.2",
-    "5 % of the training images held out (--val-size 0.05, 2,500 of CIFAR-10's 50,000) for one purpose: the "
-    "temperature that calibrates the shipped probabilities (no model selection; test accuracy is reported once, "
-    "at the end); --val-size 0 trains on all of them and ships uncalibrated probabilities",
-    "alternating flip (each image mirrored in every other epoch) + 2-pixel reflect-padded random crop; test-time "
-    "augmentation with the mirror and 1-pixel shifts",
-    "whitening first conv set from the training images' 2x2 patch covariance; BatchNorm with a fixed scale",
-)
+_TTA_WORDS = {0: "no test-time augmentation", 1: "test-time augmentation with the mirror",
+              2: "test-time augmentation with the mirror and 1-pixel shifts"}  # fmt: skip
+
+
+def _fast_choices(*, lr: float, muon_lr: float, batch_size: int, label_smoothing: float, tta: int) -> tuple[str, ...]:
+    return (
+        f"Muon on the conv filters (orthogonalised Nesterov momentum 0.6, step {muon_lr:g} of the filters' fixed "
+        f"norm); Nesterov SGD (momentum 0.9, lr {lr:g}, weight decay 5e-4) on the head, with 4x that lr on the "
+        f"BatchNorm shifts and the whitening bias; batch {batch_size}; half an epoch of linear warmup, then a "
+        "linear decay to 0",
+        f"label smoothing {label_smoothing:g}",
+        "5 % of the training images held out (--val-size 0.05, 2,500 of CIFAR-10's 50,000) for one purpose: the "
+        "temperature that calibrates the shipped probabilities (no model selection; test accuracy is reported once, "
+        "at the end); --val-size 0 trains on all of them and ships uncalibrated probabilities",
+        f"alternating flip (each image mirrored in every other epoch) + 2-pixel reflect-padded random crop; "
+        f"{_TTA_WORDS[tta]}",
+        "whitening first conv set from the training images' 2x2 patch covariance; BatchNorm with a fixed scale",
+    )
 
 
 def _fast(
-    name: str, model: str, summary: str, *, epochs: int, low_res_epochs: int = 0, whiten_bias_epochs: int = 0
+    name: str,
+    model: str,
+    summary: str,
+    *,
+    epochs: int,
+    low_res_epochs: int = 0,
+    low_res_size: int = 24,
+    whiten_bias_epochs: int = 0,
+    widths: tuple[int, int, int] | None = None,
+    batch_size: int = 1000,
+    tta: int = 2,
+    label_smoothing: float = 0.2,
+    lr: float = 0.4,
+    muon_lr: float = 0.24,
 ) -> Preset:
     recipe = TrainConfig(
         epochs=epochs,
-        batch_size=1000,
+        batch_size=batch_size,
         optimizer="muon",
-        muon_lr=0.24,
+        muon_lr=muon_lr,
         muon_momentum=0.6,
-        lr=0.4,
+        lr=lr,
         momentum=0.9,
         nesterov=True,
         bias_lr_scale=4.0,
         weight_decay=5e-4,
         schedule="warmup_linear",
         warmup_epochs=0.5,
-        label_smoothing=0.2,
-        low_res_size=24 if low_res_epochs else 0,
+        label_smoothing=label_smoothing,
+        low_res_size=low_res_size if low_res_epochs else 0,
         low_res_epochs=low_res_epochs,
         whiten_bias_epochs=whiten_bias_epochs,
         augment=_FAST_AUGMENT,
-        tta=2,
+        tta=tta,
     )
     config = RunConfig(preset=name, model=model, data=DataConfig(val_size=CALIBRATION_SHARE, normalize="standardize"),
-                       train=recipe)  # fmt: skip
-    return Preset(name=name, summary=summary, config=config, choices=_FAST_CHOICES)
+                       train=recipe, arch=ArchConfig(widths=widths))  # fmt: skip
+    choices = _fast_choices(lr=lr, muon_lr=muon_lr, batch_size=batch_size, label_smoothing=label_smoothing, tta=tta)
+    return Preset(name=name, summary=summary, config=config, choices=choices)
 
 
 @register_preset
@@ -339,6 +359,37 @@ def fast96() -> Preset:
     """A wider AirNet and a longer schedule (not measured yet)."""
     return _fast("fast96", "airnet96", "wide AirNet 128/384/384, 30 epochs (10 at 24px), TTA",
                  epochs=30, low_res_epochs=10)  # fmt: skip
+
+
+# Points of the measured accuracy-cost front (issue 35: benchmarks/frontier, BENCHMARKS.md), each the most accurate
+# that two Zen 4 cores, the slowest CPU seen, run in 3, 7 and 15 minutes of command time; named by what they are.
+# Their learning rates and label smoothing are the study's, to three significant digits.
+FRONT_PRESETS = {"air32-9ep": "trial 13", "air32-13ep": "trial 27", "air48-13ep": "trial 51"}
+
+
+@register_preset_as("air32-9ep")
+def air32_9ep() -> Preset:
+    """The front's best in 3 minutes on two Zen 4 cores."""
+    return _fast("air32-9ep", "airnet94", "AirNet 32/128/128, 9 epochs (6 at 16px), batch 500, no TTA: ~3 min on Zen 4",
+                 epochs=9, low_res_epochs=6, low_res_size=16, widths=(32, 128, 128), batch_size=500, tta=0,
+                 label_smoothing=0.0872, lr=0.566, muon_lr=0.123)  # fmt: skip
+
+
+@register_preset_as("air32-13ep")
+def air32_13ep() -> Preset:
+    """The front's best in 7 minutes on two Zen 4 cores."""
+    return _fast("air32-13ep", "airnet94",
+                 "AirNet 32/128/128, 13 epochs (5 at 16px), batch 1500, mirror TTA: ~6 min on Zen 4",
+                 epochs=13, low_res_epochs=5, low_res_size=16, widths=(32, 128, 128), batch_size=1500, tta=1,
+                 label_smoothing=0.0437, lr=0.251, muon_lr=0.192)  # fmt: skip
+
+
+@register_preset_as("air48-13ep")
+def air48_13ep() -> Preset:
+    """The front's best in 15 minutes on two Zen 4 cores."""
+    return _fast("air48-13ep", "airnet94", "AirNet 48/192/192, 13 epochs (6 at 20px), TTA: ~12 min on Zen 4",
+                 epochs=13, low_res_epochs=6, low_res_size=20, widths=(48, 192, 192), tta=2,
+                 label_smoothing=0.0663, lr=0.487, muon_lr=0.324)  # fmt: skip
 
 
 # where the data comes from and how the machine runs: not what is trained
