@@ -248,3 +248,17 @@ def test_the_probe_measures_fewer_images_per_step_on_larger_images():
     assert planner.probe_batch(config, 224, "cuda") == 1000  # a GPU measured at the recipe's own batch
     half = cifarlab.resolve_config("fast94", batch_size=500)
     assert planner._network(config, 32) == planner._network(half, 32)  # one probe of 256 serves both batches
+
+
+def test_the_probe_times_an_evaluation_and_the_estimate_counts_evaluations_at_that_speed():
+    dataset = make_dataset(train=64, test=16)
+    config = cifarlab.resolve_config("fast88", quiet=True, val_size=16, precision="fp32",
+                                     **{**TINY, "train.low_res_epochs": 0, "train.low_res_size": 0})  # fmt: skip
+    speed = planner.measure_speed(config, dataset)
+    assert speed.full > 0 and speed.evaluate is not None and 0 < speed.evaluate < 1
+    sizes = data_sizes(config, dataset)
+    as_training = planner._estimate(config, planner.Speed(1e-9, 1e-9, 0.5), sizes)
+    faster = planner._estimate(config, planner.Speed(1e-9, 1e-9, 0.5, evaluate=0.5e-9), sizes)
+    # evaluations (each epoch's validation, the final ones with their TTA views) at half the cost; steps unchanged
+    assert faster.finish - planner.FINISH_SECONDS == pytest.approx((as_training.finish - planner.FINISH_SECONDS) / 2)
+    assert as_training.train > faster.train > as_training.train / 2

@@ -81,6 +81,7 @@ class Speed:
     full: float  # at the images' own side
     low: float  # at the low-resolution side (the same as `full` where the recipe has none)
     setup: float  # seconds the first steps took beyond their FLOPs' share (kernels, allocations, compiling)
+    evaluate: float | None = None  # per FLOP of an evaluation's forward pass (no gradients); None: as `full`
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,12 @@ def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
         low_first, low_per_image = _time_steps(trainer, low_side, 1)
         low = low_per_image / image_flops(config.model, low_side, classes, arch).train
         first += low_first
-    return Speed(full=full, low=low, setup=max(0.0, first))
+    shown = probe_data.train.subset(torch.arange(min(len(probe_data.train), config.train.eval_batch_size)))
+    trainer.evaluate(shown)  # its kernels set up, untimed
+    started = time.perf_counter()
+    trainer.evaluate(shown)
+    evaluate = (time.perf_counter() - started) / len(shown) / image_flops(config.model, side, classes, arch).forward
+    return Speed(full=full, low=low, setup=max(0.0, first), evaluate=evaluate)
 
 
 def probe_batch(config: RunConfig, side: int, device: str = "cpu") -> int:
@@ -357,8 +363,9 @@ def _estimate(config: RunConfig, speed: Speed, sizes: DataSizes) -> Estimate:
     low, full = training_flops(config, sizes.train, sizes.image_size, sizes.classes)
     each_epoch, final = evaluation_flops(config, sizes.val, sizes.test, sizes.image_size, sizes.classes)
     last_validation = each_epoch / max(config.train.epochs, 1)  # the last epoch's, after the clock has stopped
-    return Estimate(train=low * speed.low + (full + each_epoch) * speed.full,
-                    finish=(final + last_validation) * speed.full + FINISH_SECONDS,
+    evaluate = speed.full if speed.evaluate is None else speed.evaluate
+    return Estimate(train=low * speed.low + full * speed.full + each_epoch * evaluate,
+                    finish=(final + last_validation) * evaluate + FINISH_SECONDS,
                     setup=SETUP_SECONDS + speed.setup)  # fmt: skip
 
 
