@@ -307,9 +307,9 @@ def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     low_side = config.train.low_res_side(side)
     arch = config.arch.kwargs()
     classes = len(dataset.class_names)
-    full_flops = image_flops(config.model, side, classes, arch).train
+    full_flops = image_flops(config.model, side, classes, arch)  # a training step's and a forward pass's
     first, per_image = _time_steps(trainer, None, PROBE_STEPS)
-    full = per_image / full_flops
+    full = per_image / full_flops.train
     low = full
     if low_side is not None:
         low_first, low_per_image = _time_steps(trainer, low_side, 1)
@@ -319,7 +319,7 @@ def measure_speed(config: RunConfig, dataset: Dataset) -> Speed:
     trainer.evaluate(shown)  # its kernels set up, untimed
     started = time.perf_counter()
     trainer.evaluate(shown)
-    evaluate = (time.perf_counter() - started) / len(shown) / image_flops(config.model, side, classes, arch).forward
+    evaluate = (time.perf_counter() - started) / len(shown) / full_flops.forward
     return Speed(full=full, low=low, setup=max(0.0, first), evaluate=evaluate)
 
 
