@@ -3,8 +3,9 @@
 #
 #   bash benchmarks/budget_runs.sh DATA [BUDGET...]      e.g.  bash benchmarks/budget_runs.sh ../shared/datasets/cifar10-jpeg 3m 7m 15m
 #   bash benchmarks/budget_runs.sh --folder DATA 2m      a 5-class folder of 48 px images made from DATA's test split
+#   bash benchmarks/budget_runs.sh DATA 15m@1 15m@2      another seed of the run (default 0): BUDGET@SEED
 #
-# Each budget trains into runs/budget/<name>-<budget> and its command time is measured around the whole command
+# Each budget trains into runs/budget/<name>-<budget>-s<seed> and its command time is measured around the whole command
 # (`date` before and after, so loading, measuring, training, testing and saving all count). One JSON line per run goes
 # to benchmarks/budget/runs.jsonl (budget, command seconds, the point chosen, its measured accuracy, the test accuracy,
 # the CPU), which is committed (that path alone) after each run.
@@ -38,11 +39,14 @@ PY
     data=$made
     name=folder48
 fi
-for budget in ${budgets[@]}; do
-    out=runs/budget/$name-$budget
+for spec in ${budgets[@]}; do
+    budget=${spec%@*}
+    seed=0
+    [[ $spec == *@* ]] && seed=${spec#*@}
+    out=runs/budget/$name-$budget-s$seed
     rm -rf "$out"
     started=$(date +%s.%N)
-    cifarlab train --budget "$budget" --data "$data" --out "$out" --quiet --image-size "$( ((folder)) && echo 48 || echo 32)" \
+    cifarlab train --budget "$budget" --seed "$seed" --data "$data" --out "$out" --quiet --image-size "$( ((folder)) && echo 48 || echo 32)" \
         | tee "$out.log"
     ended=$(date +%s.%N)
     python - "$out" "$budget" "$started" "$ended" "$record" <<'PY'
@@ -53,7 +57,7 @@ out, budget, started, ended, record = sys.argv[1:]
 config = json.loads((Path(out) / "config.json").read_text())
 metrics = json.loads((Path(out) / "metrics.json").read_text())
 seconds = float(ended) - float(started)
-row = {"budget": budget, "budget_seconds": parse_duration(budget, "--budget"), "command_seconds": round(seconds, 1),
+row = {"budget": budget, "seed": config["config"]["seed"], "budget_seconds": parse_duration(budget, "--budget"), "command_seconds": round(seconds, 1),
        "share": round(seconds / parse_duration(budget, "--budget"), 4), "data": config["config"]["data"]["source"],
        "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
        "epochs_run": metrics["epochs_run"], "duration": config["config"]["train"]["duration"],

@@ -18,12 +18,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-# Zen 4 (2 cores of an AMD EPYC with AVX512-BF16), the slowest CPU seen: a bf16 channels_last training step of
-# AirNet 32/128/128 and of 64/256/256 ran at 0.288 and 0.355 TFLOP/s (BENCHMARKS.md section 1), and fast94's whole
-# command realised 0.869 of its network's step rate (295.5 TFLOP in 958 s, issue 35)
-ZEN4_STEP_TFLOPS = ((32, 0.288), (64, 0.355))
-ZEN4_COMMAND_SHARE = 295.48 / 958 / 0.355
-ZEN4_MINUTES = (3, 7, 15)
+from cifarlab.presets import ZEN4_BUDGETS
+
+# Zen 4 (2 cores of an AMD EPYC with AVX512-BF16, family 25 model 17), the slowest CPU seen: the TFLOPs per second
+# of whole commands there (start-up, loading, training, testing and saving), by AirNet width, measured on the front
+# presets and fast94 in session 26 (`bash benchmarks/preset_times.sh`, benchmarks/presets/times.jsonl): air32-9ep
+# and air32-13ep (41.8 + 88.2 TFLOP in 187.0 + 386.6 s), air48-13ep (193.5 TFLOP in 694.3 s), fast94 (295.5 TFLOP
+# in 894.3 s). Between the widths measured the rate is interpolated, beyond them held.
+ZEN4_COMMAND_TFLOPS = ((32, (41.78 + 88.23) / (187.0 + 386.6)), (48, 193.53 / 694.3), (64, 295.48 / 894.3))
+ZEN4_MINUTES = tuple(ZEN4_BUDGETS)  # the budgets the front presets are made for
+ZEN4_SPARE = 0.05  # a preset for N minutes is estimated to leave this share of them free (run-to-run noise)
 
 
 def dominated_after_reruns(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,19 +48,22 @@ def describe(overrides: dict[str, Any]) -> str:
 
 
 def zen4_seconds(point: dict[str, Any]) -> float:
-    """A point's command seconds on Zen 4, estimated from its FLOPs at its network's measured rate there (the rate
-    interpolated between the two widths measured, held beyond them)."""
+    """A point's command seconds on Zen 4, estimated from its FLOPs at its width's measured command rate there."""
     width = (point["overrides"].get("arch.widths") or [64])[0]
-    (w0, r0), (w1, r1) = ZEN4_STEP_TFLOPS
-    rate = r0 + (r1 - r0) * (min(max(width, w0), w1) - w0) / (w1 - w0)
-    return point["flops"]["total"] / (rate * 1e12 * ZEN4_COMMAND_SHARE)
+    rates = ZEN4_COMMAND_TFLOPS
+    width = min(max(width, rates[0][0]), rates[-1][0])
+    (w0, r0), (w1, r1) = next((a, b) for a, b in zip(rates, rates[1:], strict=False) if width <= b[0])
+    rate = r0 + (r1 - r0) * (width - w0) / (w1 - w0)
+    return point["flops"]["total"] / (rate * 1e12)
 
 
 def zen4_choices(record: dict[str, Any]) -> list[str]:
-    """For each of ZEN4_MINUTES, the most accurate point (after the re-runs) that Zen 4 runs in that time."""
+    """For each of ZEN4_MINUTES, the most accurate point (after the re-runs) Zen 4 runs in it, ZEN4_SPARE free."""
     lines = []
     for minutes in ZEN4_MINUTES:
-        fits = [p for p in dominated_after_reruns(record["points"]) if zen4_seconds(p) <= 60 * minutes]
+        fits = [
+            p for p in dominated_after_reruns(record["points"]) if zen4_seconds(p) <= 60 * minutes * (1 - ZEN4_SPARE)
+        ]
         if not fits:
             lines.append(f"{minutes} min on Zen 4: no point fits")
             continue
@@ -86,11 +93,7 @@ def table(record: dict[str, Any]) -> str:
 
 def draw(record: dict[str, Any], path: Path) -> None:
     """Test accuracy against TFLOPs and against seconds, the front's re-run points and the preset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from cifarlab.reports.html import plain_log_x, plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     points, reference = record["points"], record["reference"]
@@ -114,10 +117,7 @@ def draw(record: dict[str, Any], path: Path) -> None:
             ax.errorbar([at(reference)], [reference["test_accuracy"]["mean"]], yerr=[reference["test_accuracy"]["std"]],
                         fmt="D", color="black", label=f"preset {record['preset']}")  # fmt: skip
         if key == "flops":
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xticks([t for t in (10, 20, 50, 100, 200, 500) if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]])
+            plain_log_x(ax)
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)

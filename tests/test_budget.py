@@ -181,6 +181,7 @@ def test_train_budget_on_an_image_folder_chooses_trains_and_saves(image_folder, 
     printed = capsys.readouterr()
     assert status == 0, printed.err
     assert "budget 0m25s: done in" in printed.out
+    assert "small of the front (fast88's family): " in printed.out  # the run is named by the point it trained
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["train"]["duration"] > 0 and config["config"]["arch"]["widths"] == [4, 8, 8]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -56,26 +56,35 @@ def test_the_table_names_each_point_and_the_points_beaten_after_reruns(frontier_
     _, record = front(tmp_path)
     lines = frontier_table.table(record).splitlines()
     assert len(lines) == 2 + 3 + 1
-    # trial 4 on Zen 4: 10 TFLOP at AirNet 32's 0.288 TFLOP/s, 0.869 of it over the whole command: 40 s
-    assert lines[2].startswith("| trial 4 | AirNet 32/128/128, 4 epochs | 10.0 | 31 | 0.7 min | 81.00 ± 1.00 | 3 |")
+    rate = dict(frontier_table.ZEN4_COMMAND_TFLOPS)  # TFLOP/s of whole commands on Zen 4, by width
+    # trial 4 on Zen 4: 10 TFLOP at AirNet 32's command rate there
+    assert lines[2].startswith(
+        f"| trial 4 | AirNet 32/128/128, 4 epochs | 10.0 | 31 | {10 / rate[32] / 60:.1f} min | 81.00 ± 1.00 | 3 |"
+    )
     assert lines[3].startswith("| trial 9 (beaten after re-runs) |")
-    assert "| 40.0 | – | 2.4 min |" in lines[4]  # no re-run of trial 2 timed whole: no seconds; AirNet 48 on Zen 4
-    # the preset, by construction of the estimate, at fast94's 958 s on Zen 4 for 295.48 TFLOP
+    # no re-run of trial 2 timed whole: no seconds; AirNet 48 on Zen 4 at its own rate
+    assert f"| 40.0 | – | {40 / rate[48] / 60:.1f} min |" in lines[4]
     assert lines[5].startswith(
-        "| fast94 (preset) | AirNet 64/256/256, 10 epochs | 300.0 | 310 | 16.2 min | 90.70 ± 0.20 |"
+        f"| fast94 (preset) | AirNet 64/256/256, 10 epochs | 300.0 | 310 | {300 / rate[64] / 60:.1f} min | "
+        "90.70 ± 0.20 |"
     )
 
 
 def test_each_zen4_budget_takes_the_most_accurate_point_it_affords(frontier_table, tmp_path):
     _, record = front(tmp_path)
-    assert frontier_table.zen4_seconds(record["reference"]) == pytest.approx(958 * 300 / 295.48)
+    rate = dict(frontier_table.ZEN4_COMMAND_TFLOPS)
+    assert frontier_table.zen4_seconds(record["reference"]) == pytest.approx(300 / rate[64])
+    halfway = {**record["points"][0], "overrides": {"arch.widths": [40, 160, 160]}}  # between the widths measured
+    assert frontier_table.zen4_seconds(halfway) == pytest.approx(10 / ((rate[32] + rate[48]) / 2))
+    minutes = 40 / rate[48] / 60
+    assert minutes < 3
     assert frontier_table.zen4_choices(record) == [
-        "3 min on Zen 4: trial 2 (AirNet 48/192/192, 6 epochs), about 2.4 min, 85.50 %",
-        "7 min on Zen 4: trial 2 (AirNet 48/192/192, 6 epochs), about 2.4 min, 85.50 %",
-        "15 min on Zen 4: trial 2 (AirNet 48/192/192, 6 epochs), about 2.4 min, 85.50 %",
+        f"{budget} min on Zen 4: trial 2 (AirNet 48/192/192, 6 epochs), about {minutes:.1f} min, 85.50 %"
+        for budget in (3, 7, 15)
     ]
-    record["points"][2]["flops"]["total"] = 80e12  # now past 3 minutes: the 3-minute budget falls back to trial 4
+    record["points"][2]["flops"]["total"] = 4 * 60 * rate[48] * 1e12  # now 4 minutes: 3 falls back to trial 4
     assert frontier_table.zen4_choices(record)[0].startswith("3 min on Zen 4: trial 4 (")
+    assert frontier_table.zen4_choices(record)[1].startswith("7 min on Zen 4: trial 2 (")
 
 
 def test_the_packaged_front_leaves_out_beaten_points_and_loads_as_the_budgets_front(tmp_path):
@@ -93,11 +102,11 @@ def test_the_packaged_front_leaves_out_beaten_points_and_loads_as_the_budgets_fr
 
 def test_the_front_presets_are_the_shipped_points_zen4_affords_in_3_7_and_15_minutes(frontier_table):
     from cifarlab import resolve_config
-    from cifarlab.presets import FRONT_PRESETS
+    from cifarlab.presets import FRONT_PRESETS, ZEN4_BUDGETS
 
     record = json.loads((ROOT / "src" / "cifarlab" / "budget" / "frontier.json").read_text())
     chosen = [line.split(": ", 1)[1].split(" (")[0] for line in frontier_table.zen4_choices(record)]
-    assert chosen == list(FRONT_PRESETS.values())  # 3, 7 and 15 minutes, in that order
+    assert chosen == [FRONT_PRESETS[preset] for preset in ZEN4_BUDGETS.values()]  # 3, 7 and 15 minutes
     points = {p["name"]: p for p in record["points"]}
     for preset, name in FRONT_PRESETS.items():
         measured = resolve_config(record["preset"], **points[name]["overrides"]).to_dict()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from PIL import Image
 
 from cifarlab.reports import study_report
-from cifarlab.reports.html import figure_png
+from cifarlab.reports.html import figure_png, plain_log_x
 from cifarlab.reports.study_report import RerunRow, StudyFacts, TrialFacts, render_study_report, write_study_report
 from tests.factories import NARROW_SEED_SPACE
 
@@ -159,3 +163,36 @@ def test_a_study_with_every_trial_pruned_still_writes_its_report(image_folder, t
     text = (study_dir / "report.html").read_text()
     assert "1 trial (1 pruned)" in text and "No re-runs (no trial has completed yet)" in text
     assert "they need at least 2 complete trials and the study has 0" in text
+
+
+def _chart() -> Figure:
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    x = np.linspace(1, 300, 200)
+    for k in range(6):
+        ax.plot(x, np.log(x) * (k + 1), label=f"line {k}")
+    ax.scatter(x[::7], np.sqrt(x[::7]), alpha=0.6)
+    ax.legend()
+    ax.set_title("a chart")
+    return fig
+
+
+def test_a_chart_is_a_palette_png_of_a_fraction_of_the_bytes_that_looks_the_same():
+    full, compact = figure_png(_chart(), colours=None), figure_png(_chart())
+    full_picture, compact_picture = Image.open(io.BytesIO(full)), Image.open(io.BytesIO(compact))
+    assert full_picture.mode == "RGBA" and compact_picture.mode == "P"
+    assert full_picture.size == compact_picture.size
+    assert len(compact) < len(full) / 2
+    difference = np.abs(np.asarray(full_picture.convert("RGB"), float) - np.asarray(compact_picture.convert("RGB")))
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) < 16
+
+
+def test_a_log_axis_is_labelled_in_plain_numbers_at_1_2_5_steps_within_its_limits():
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot([8, 30, 150], [1, 2, 3])
+    plain_log_x(ax)
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log"
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["10", "20", "50", "100"]
+    assert all(not tick.get_text() for tick in ax.get_xticklabels(minor=True))

@@ -87,11 +87,12 @@ class RunResult:
     train_seconds: float
     notes: list[str]
 
-    def summary(self) -> str:
-        """A one-line summary of the run."""
+    def summary(self, name: str | None = None) -> str:
+        """A one-line summary of the run, named `name` (default: its preset)."""
         epochs = len(self.history)
         minutes, seconds = divmod(round(self.train_seconds), 60)
-        parts = [f"{self.config.preset}: {epochs} epoch{'' if epochs == 1 else 's'} in {minutes}m{seconds:02d}s"]
+        plural = "" if epochs == 1 else "s"
+        parts = [f"{name or self.config.preset}: {epochs} epoch{plural} in {minutes}m{seconds:02d}s"]
         if self.best_epoch is not None:
             parts.append(f"best val_accuracy {self.history.history['val_accuracy'][self.best_epoch - 1]:.4f} "
                          f"(epoch {self.best_epoch})")  # fmt: skip

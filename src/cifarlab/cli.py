@@ -81,7 +81,7 @@ def _train_within(args: argparse.Namespace, overrides: dict) -> None:
     if flags:
         raise ValueError(f"--budget chooses the recipe and trains it in one process; drop {', '.join(flags)}")
     result = train_within(args.budget, callbacks=_trackers(args.logger), started=process_started(), **overrides)
-    print(result.run.summary())
+    print(result.run.summary(name=f"{result.plan.point.name} of the front ({result.run.config.preset}'s family)"))
     print(result.run.test.percent())
     print(f"run saved to {result.run.run_dir}")
     print(result.summary())

@@ -6,6 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+VIEWS = {0: 1, 1: 2, 2: 6}  # views averaged at each level
+WORDS = {0: "no test-time augmentation", 1: "test-time augmentation with the mirror",
+         2: "test-time augmentation with the mirror and 1-pixel shifts"}  # fmt: skip
+
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Translate (B, C, H, W) by (dy, dx) pixels, repeating the edge (reflect padding of 1)."""

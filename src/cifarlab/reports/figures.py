@@ -139,7 +139,7 @@ def corruption_examples_png(examples: dict[str, np.ndarray], scale: int = 3) -> 
         ax.imshow(examples[name].transpose(1, 2, 0), interpolation="nearest")
         ax.set_title(name.replace("_", " "), fontsize=7)
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig, colours=None)  # photographs: every colour kept
 
 
 def robustness_png(accuracy: dict[str, dict[str, float]], clean: float) -> bytes:

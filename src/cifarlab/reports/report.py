@@ -26,6 +26,7 @@ from cifarlab.evaluation.calibration import (
 )
 from cifarlab.evaluation.mistakes import MISTAKES_SHOWN, confident_mistakes
 from cifarlab.evaluation.robustness import AUGMIX_2020_CIFAR10C_ERROR
+from cifarlab.evaluation.tta import WORDS as TTA_WORDS
 from cifarlab.inference.checkpoint import meta_path
 from cifarlab.inference.explain import overlay
 from cifarlab.reports import figures
@@ -146,9 +147,8 @@ def _result(run: SavedRun) -> str:
     if accuracy is None:
         return _result_without_test(run)
     tta = run.config.train.tta
-    how = ["without test-time augmentation", "with TTA: mirror", "with TTA: mirror and 1-pixel shifts"][tta]
     rows = [
-        ("test accuracy", f"{accuracy:.4f} ({how})"),
+        ("test accuracy", f"{accuracy:.4f} ({TTA_WORDS[tta]})"),
         ("test loss", f"{metrics['test']['loss']:.4f}"),
         ("epochs run", f"{run.epochs_run} of {run.epochs_planned}"),
         _weights_tested(run),

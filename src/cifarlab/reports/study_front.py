@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cifarlab.reports.html import esc, figure_png, img, plt, table
+from cifarlab.reports.html import esc, figure_png, img, plain_log_x, plt, table
 
 if TYPE_CHECKING:
     from cifarlab.reports.study_report import RerunRow, StudyFacts, TrialFacts
@@ -81,7 +81,7 @@ def _panel(
         ax.errorbar([x], [row.test_mean], yerr=[row.test_std], fmt="D" if preset else "s", markersize=7,
                     color=_PRESET if preset else _RERUN, capsize=4, zorder=5, label=shown)  # fmt: skip
     if log:
-        ax.set_xscale("log")
+        plain_log_x(ax)
     ax.set_xlabel(label)
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3, which="both")

@@ -23,8 +23,7 @@ import torch
 from cifarlab.config import RunConfig
 from cifarlab.data import Dataset
 from cifarlab.data.dataset import select_classes, with_validation
-
-TTA_VIEWS = {0: 1, 1: 2, 2: 6}  # views test-time augmentation averages at each level (cifarlab.evaluation.tta)
+from cifarlab.evaluation.tta import VIEWS as TTA_VIEWS
 
 
 @dataclass(frozen=True)
