@@ -11,6 +11,7 @@
 # the CPU), which is committed (that path alone) after each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/commit.sh
 folder=0
 if [[ ${1:-} == --folder ]]; then folder=1; shift; fi
 data=${1:?usage: bash benchmarks/budget_runs.sh [--folder] DATA BUDGET...}
@@ -49,26 +50,6 @@ for spec in ${budgets[@]}; do
     cifarlab train --budget "$budget" --seed "$seed" --data "$data" --out "$out" --quiet --image-size "$( ((folder)) && echo 48 || echo 32)" \
         | tee "$out.log"
     ended=$(date +%s.%N)
-    python - "$out" "$budget" "$started" "$ended" "$record" <<'PY'
-import json, sys
-from pathlib import Path
-from cifarlab._io.durations import parse_duration
-out, budget, started, ended, record = sys.argv[1:]
-config = json.loads((Path(out) / "config.json").read_text())
-metrics = json.loads((Path(out) / "metrics.json").read_text())
-seconds = float(ended) - float(started)
-row = {"budget": budget, "seed": config["config"]["seed"], "budget_seconds": parse_duration(budget, "--budget"), "command_seconds": round(seconds, 1),
-       "share": round(seconds / parse_duration(budget, "--budget"), 4), "data": config["config"]["data"]["source"],
-       "test_accuracy": metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
-       "epochs_run": metrics["epochs_run"], "duration": config["config"]["train"]["duration"],
-       "widths": config["config"]["arch"]["widths"], "plan": [n for n in metrics["notes"] if "--budget" in n],
-       "hardware": config.get("hardware")}
-with open(record, "a") as f:
-    f.write(json.dumps(row) + "\n")
-print(json.dumps(row))
-PY
-    for try in 1 2 3 4 5 6; do
-        git add -- "$record" && git commit -q -m "benchmarks: train --budget $budget on $name" -- "$record" && break
-        sleep 10
-    done
+    python benchmarks/run_record.py "$record" "$out" "$started" "$ended" --budget "$budget"
+    commit_paths "benchmarks: train --budget $budget on $name" "$record"
 done

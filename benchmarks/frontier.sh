@@ -15,6 +15,7 @@
 # Run it alone on the machine: the seconds it records are the front's time axis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/commit.sh
 data=${1:?usage: bash benchmarks/frontier.sh DATA [TRIALS]}
 trials=${2:-60}
 record=benchmarks/frontier
@@ -23,11 +24,8 @@ reruns=runs/frontier/reruns kept=$record/reruns
 study=(--preset fast94 --frontier --space "$record/space.toml" --storage "journal:$journal" --study-dir runs/frontier
        --data "$data" --quiet)
 
-commit() {  # others may be committing in this working tree: wait for git's index lock
-    for try in 1 2 3 4 5 6; do
-        git add -- "$@" && { git diff --cached --quiet -- "$@" || git commit -q -m "benchmarks: frontier study, $(date -u +%H:%M)" -- "$@"; } && return
-        sleep 10
-    done
+commit() {
+    commit_paths "benchmarks: frontier study, $(date -u +%H:%M)" "$@"
 }
 
 keep_reruns() {  # the finished re-runs' records into the repo (the model files stay in runs/)

@@ -16,6 +16,7 @@
 #   bash benchmarks/full_rows.sh --config benchmarks/proyecto9/keras29_brightness.toml ../shared/datasets/cifar10-jpeg proyecto9
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/commit.sh
 config=()
 variant=""
 records=benchmarks/ladder
@@ -29,16 +30,13 @@ fi
 data=${1:?usage: bash benchmarks/full_rows.sh [--config FILE] DATA PRESET[@SEED]...}
 shift
 
-keep() {  # copy the run's record (so far) into git; others may be committing here: wait for git's index lock
+keep() {  # copy the run's record (so far) into git
     local run=$1 record=$2 message=$3
     [[ -f $run/history.csv ]] || return 0
     mkdir -p "$record"
     cp "$run/config.json" "$run/history.csv" "$record/"
     [[ -f $run/metrics.json ]] && cp "$run/metrics.json" "$record/"
-    for try in 1 2 3 4 5 6; do
-        git add "$record" && { git diff --cached --quiet -- "$record" || git commit -q -m "$message" -- "$record"; } && return
-        sleep 10
-    done
+    commit_paths "$message" "$record"
 }
 
 for step in "$@"; do

@@ -10,6 +10,7 @@
 # after each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/commit.sh
 data=${1:?usage: bash benchmarks/preset_times.sh DATA PRESET[@SEED]...}
 shift
 record=benchmarks/presets/times.jsonl
@@ -23,22 +24,6 @@ for spec in "$@"; do
     started=$(date +%s.%N)
     cifarlab train --preset "$preset" --seed "$seed" --data "$data" --out "$out" --quiet | tee "$out.log"
     ended=$(date +%s.%N)
-    python - "$out" "$preset" "$seed" "$started" "$ended" "$record" <<'PY'
-import json, sys
-from pathlib import Path
-out, preset, seed, started, ended, record = sys.argv[1:]
-config = json.loads((Path(out) / "config.json").read_text())
-metrics = json.loads((Path(out) / "metrics.json").read_text())
-row = {"preset": preset, "seed": int(seed), "command_seconds": round(float(ended) - float(started), 1),
-       "train_seconds": round(metrics["train_seconds"], 1), "epochs_run": metrics["epochs_run"],
-       "test_accuracy": metrics["test_accuracy"], "data": config["config"]["data"]["source"],
-       "hardware": config.get("hardware")}
-with open(record, "a") as f:
-    f.write(json.dumps(row) + "\n")
-print(json.dumps(row))
-PY
-    for try in 1 2 3 4 5 6; do
-        git add -- "$record" && git commit -q -m "benchmarks: $preset (seed $seed) timed whole" -- "$record" && break
-        sleep 10
-    done
+    python benchmarks/run_record.py "$record" "$out" "$started" "$ended" --preset "$preset"
+    commit_paths "benchmarks: $preset (seed $seed) timed whole" "$record"
 done
