@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifarlab.config import TrainConfig, config_from_dict
-from cifarlab.presets import get_preset, preset_changes
+from cifarlab.preset_changes import preset_changes
+from cifarlab.presets import get_preset
 from cifarlab.reports.readings import READING_KEYS, Replayed, applicable, load_recorded, presets_reading, replay_run
 from cifarlab.reports.saved_run import load_run
 from cifarlab.training.history import History

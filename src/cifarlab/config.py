@@ -279,6 +279,20 @@ class RunConfig:
         """The config as plain JSON-friendly values."""
         return dataclasses.asdict(self)
 
+    def dotted(self) -> dict[str, Any]:
+        """Every setting by its dotted key ('train.epochs': 10, 'seed': 0), as TOML files and overrides name them."""
+        return _dotted(self.to_dict())
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
 
 def _check_choice(name: str, value: object, choices: Any) -> None:
     allowed = choices.__args__

@@ -18,7 +18,8 @@ import numpy as np
 
 from cifarlab.config import RunConfig, config_from_dict
 from cifarlab.models.summary import count_params
-from cifarlab.presets import get_preset, ladder_config_scale, preset_changes
+from cifarlab.preset_changes import ladder_config_scale, preset_changes
+from cifarlab.presets import get_preset
 from cifarlab.training.history import History
 from cifarlab.training.run_dir import CONFIG_NAME, HISTORY_NAME, METRICS_NAME, RUN_FILES, RunFiles
 from cifarlab.transfer import preset_model

@@ -160,7 +160,7 @@ class MLflowTracker(Tracker):
         write_json(record_path, {"tracking_uri": uri, "run_id": self.run_id})
         from mlflow.entities import Param
 
-        params = [Param(key, str(value)) for key, value in _flatten(self.trainer.config.to_dict()).items()]
+        params = [Param(key, str(value)) for key, value in self.trainer.config.dotted().items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
             self.client.log_batch(self.run_id, params=params[start : start + 100])
 
@@ -183,13 +183,3 @@ class MLflowTracker(Tracker):
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / name))
         self.client.set_terminated(self.run_id, status="FINISHED")
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
